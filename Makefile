@@ -1,0 +1,29 @@
+# Two entry points: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_DIR := demo
+
+.PHONY: demo test lint venv clean-demo
+
+# The stamp is rebuilt when a requirements file changes.
+$(VENV)/.installed: prod_requirements.txt dev_requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r dev_requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+
+demo: $(VENV)/.installed
+	$(PY) -m utils.demo --dir $(DEMO_DIR)
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,116 @@
+"""LightningDataModule: the train split with augmentation, the test split for validation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from datasets.stanford_data import StanfordCarsDataset, class_names_from, read_annotations
+
+
+class StanfordCarsDataModule(pl.LightningDataModule):
+    """Loaders for prepared Stanford Cars (or any folder in the same format).
+
+    The thesis had no hold-out set: the test split is used for validation, without augmentation
+    and without the bbox crop. Class names and their number come from the labels CSVs.
+    """
+
+    def __init__(
+        self,
+        data_path: str | Path,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        image_size: Sequence[int] = (227, 227),
+        convert_to_grayscale: bool = False,
+        normalize: bool = False,
+        normalization_params: dict | None = None,
+        crop_to_bboxes: bool = False,
+        erase_background: bool = False,
+        augment_images: bool = False,
+        image_augmentations: list[tuple[str, dict]] | dict | None = None,
+        augment_tensors: bool = False,
+        tensor_augmentations: list[tuple[str, dict]] | dict | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.data_path = Path(data_path)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.common = {
+            "image_size": list(image_size),
+            "convert_to_grayscale": convert_to_grayscale,
+            "normalize": normalize,
+            "normalization_params": normalization_params,
+        }
+        self.train_options = {
+            "crop_to_bboxes": crop_to_bboxes,
+            "erase_background": erase_background,
+            "augment_images": augment_images,
+            "image_augmentations": image_augmentations,
+            "augment_tensors": augment_tensors,
+            "tensor_augmentations": tensor_augmentations,
+        }
+        # Read once, here: the number of classes is needed to build the network before fit.
+        self.annotations = {
+            split: read_annotations(self.data_path, split) for split in ("train", "test")
+        }
+        self.class_names = class_names_from(self.annotations.values())
+        self.train_dataset: StanfordCarsDataset | None = None
+        self.valid_dataset: StanfordCarsDataset | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is None and stage in (None, "fit"):
+            self.train_dataset = StanfordCarsDataset(
+                self.data_path,
+                "train",
+                annotations=self.annotations["train"],
+                **self.common,
+                **self.train_options,
+            )
+        if self.valid_dataset is None:
+            self.valid_dataset = self.eval_dataset("test")
+
+    def eval_dataset(self, split: str) -> StanfordCarsDataset:
+        """A split with the validation transforms (no augmentation, no bbox crop)."""
+        return StanfordCarsDataset(
+            self.data_path, split, annotations=self.annotations[split], **self.common
+        )
+
+    def _loader(self, dataset: StanfordCarsDataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            # BatchNorm1d in GhostNet's classifier cannot train on a batch of one image.
+            drop_last=shuffle and len(dataset) % self.batch_size == 1,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_dataset is not None, "call setup('fit') first"
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.valid_dataset is not None, "call setup() first"
+        return self._loader(self.valid_dataset, shuffle=False)
+
+    def loader_for(self, split: str, batch_size: int | None = None) -> DataLoader:
+        """An unshuffled loader over a split with the validation transforms (for evaluation)."""
+        dataset = self.eval_dataset(split)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+        )

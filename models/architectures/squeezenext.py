@@ -1,0 +1,147 @@
+"""SqueezeNext-23 (Gholami et al., CVPR-W 2018, "SqueezeNext: Hardware-Aware Neural Network
+Design"), 1.0x and 2.0x wide, with the paper's v1 and v5 block arrangements.
+
+Layout (paper figure 3 / table 2):
+  7x7 conv, 64*w filters, stride 2 -> 3x3 max pool, stride 2
+  -> four stages of SqueezeNext blocks with 32*w, 64*w, 128*w, 256*w output channels
+     (the first block of stages 2-4 downsamples with stride 2 in its first 1x1 conv)
+  -> 1x1 conv to 128*w channels -> global average pool -> fully connected layer.
+23 layers = 1 (stem) + 21 blocks + 1 (final 1x1 conv).
+  v1: [6, 6, 8, 1] blocks per stage;  v5: [2, 4, 14, 1] (fewer blocks early, where feature maps
+  are large, for better hardware utilisation).
+
+Block: a two-stage 1x1 bottleneck (each halving the channels), a separable 3x3 (a 3x1 then a
+1x3 conv), a 1x1 expansion, plus a skip connection (a 1x1 projection when the shape changes).
+Every convolution is followed by BatchNorm and ReLU. Like the Caffe original the convolutions
+carry a bias.
+
+The paper's network needs inputs of at least 227x227 with a fixed 7x7 final pooling; this one
+pools adaptively, so smaller inputs also run.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.architectures._stem import check_positive
+
+__all__ = [
+    "SQUEEZENEXT_BLOCKS",
+    "SqueezeNext",
+    "SqueezeNextBlock",
+    "squeezenext23_10",
+    "squeezenext23_10_v5",
+    "squeezenext23_20",
+    "squeezenext23_20_v5",
+]
+
+STEM_CHANNELS = 64
+STAGE_CHANNELS = (32, 64, 128, 256)
+FINAL_CHANNELS = 128
+SQUEEZENEXT_BLOCKS = {"v1": (6, 6, 8, 1), "v5": (2, 4, 14, 1)}
+
+
+def _conv_bn_relu(
+    inp: int, oup: int, kernel_size: int | tuple[int, int], stride: int = 1,
+    padding: int | tuple[int, int] = 0,
+) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(inp, oup, kernel_size, stride, padding, bias=True),
+        nn.BatchNorm2d(oup),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SqueezeNextBlock(nn.Module):
+    """1x1 squeeze -> 1x1 squeeze -> 3x1 -> 1x3 -> 1x1 expand, added to the shortcut."""
+
+    def __init__(self, inp: int, oup: int, stride: int):
+        super().__init__()
+        if stride == 2:
+            reduced = inp  # a downsampling block keeps the width through its first conv
+        elif inp > oup:
+            reduced = inp // 4
+        else:
+            reduced = inp // 2
+        self.body = nn.Sequential(
+            _conv_bn_relu(inp, reduced, 1, stride),
+            _conv_bn_relu(reduced, reduced // 2, 1),
+            _conv_bn_relu(reduced // 2, reduced, (3, 1), padding=(1, 0)),
+            _conv_bn_relu(reduced, reduced, (1, 3), padding=(0, 1)),
+            _conv_bn_relu(reduced, oup, 1),
+        )
+        if stride == 1 and inp == oup:
+            self.shortcut: nn.Module = nn.Identity()
+        else:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(inp, oup, 1, stride, bias=True),
+                nn.BatchNorm2d(oup),
+            )
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.body(x) + self.shortcut(x))
+
+
+class SqueezeNext(nn.Module):
+    """SqueezeNext-23 with width multiplier ``width`` and blocks per stage ``blocks``."""
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        img_channels: int = 3,
+        width: float = 1.0,
+        blocks: tuple[int, int, int, int] = SQUEEZENEXT_BLOCKS["v1"],
+    ):
+        super().__init__()
+        check_positive("num_classes", num_classes)
+        check_positive("img_channels", img_channels)
+        channels = int(STEM_CHANNELS * width)
+        self.stem = nn.Sequential(
+            _conv_bn_relu(img_channels, channels, 7, 2),
+            nn.MaxPool2d(3, 2, ceil_mode=True),
+        )
+        stages = []
+        for stage, (n_blocks, stage_channels) in enumerate(zip(blocks, STAGE_CHANNELS)):
+            out = int(stage_channels * width)
+            layers = []
+            for i in range(n_blocks):
+                stride = 2 if stage > 0 and i == 0 else 1
+                layers.append(SqueezeNextBlock(channels, out, stride))
+                channels = out
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        final = int(FINAL_CHANNELS * width)
+        self.final_conv = _conv_bn_relu(channels, final, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(final, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.stem(x))
+        x = self.pool(self.final_conv(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+def squeezenext23_10(num_classes: int = 1000, img_channels: int = 3) -> SqueezeNext:
+    """1.0-SqNxt-23."""
+    return SqueezeNext(num_classes, img_channels, 1.0, SQUEEZENEXT_BLOCKS["v1"])
+
+
+def squeezenext23_10_v5(num_classes: int = 1000, img_channels: int = 3) -> SqueezeNext:
+    """1.0-SqNxt-23v5."""
+    return SqueezeNext(num_classes, img_channels, 1.0, SQUEEZENEXT_BLOCKS["v5"])
+
+
+def squeezenext23_20(num_classes: int = 1000, img_channels: int = 3) -> SqueezeNext:
+    """2.0-SqNxt-23."""
+    return SqueezeNext(num_classes, img_channels, 2.0, SQUEEZENEXT_BLOCKS["v1"])
+
+
+def squeezenext23_20_v5(num_classes: int = 1000, img_channels: int = 3) -> SqueezeNext:
+    """2.0-SqNxt-23v5."""
+    return SqueezeNext(num_classes, img_channels, 2.0, SQUEEZENEXT_BLOCKS["v5"])

@@ -1,0 +1,240 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from utils.configuration import TEMPLATE_PATH, apply_overrides, load_config, validate_config
+from utils.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+THESIS_LISTING = Path(__file__).parent / "data" / "thesis_listing_3_3.yml"
+
+
+def template_dict() -> dict:
+    return yaml.safe_load(TEMPLATE_PATH.read_text())
+
+
+def config_error(raw: dict) -> str:
+    with pytest.raises(UserError) as info:
+        validate_config(raw, source="config.yml")
+    return str(info.value)
+
+
+def test_thesis_listing_loads_unchanged():
+    config = load_config(THESIS_LISTING)
+    assert config.out_channels == 320
+    assert config.lr_scheduler == "ReduceLROnPlateau"
+    assert config.loss_params is None
+    assert config.crop_to_bboxes and config.erase_background
+    assert [name for name, _ in config.image_augmentation_list()] == [
+        "RandomHorizontalFlip",
+        "RandomAffine",
+        "ColorJitter",
+    ]
+    assert config.tensor_augmentation_list() == [
+        ("RandomErasing", {"p": 0.5, "scale": [0.02, 0.25]})
+    ]
+    # Thesis: early stopping patience is 3x the plateau scheduler's patience.
+    assert config.early_stopping_patience() == 15
+
+
+def test_template_is_the_best_model_c50():
+    config = load_config(TEMPLATE_PATH)
+    assert config.image_size == [227, 227]
+    assert not config.crop_to_bboxes and not config.erase_background
+    assert config.augment_images and not config.augment_tensors
+    assert config.active_norm_params().mean == [0.4707, 0.4602, 0.4550]
+    assert config.architecture == "ghost" and config.batch_size == 64 and config.num_epochs == 200
+    assert config.arch_options() == {"dropout": 0.2, "out_channels": 320}
+    assert config.optimizer == "AdamW"
+    assert config.optimizer_params == {"lr": 0.001, "weight_decay": 0.6}
+    assert config.lr_scheduler == "MultiStepLR"
+    assert config.lr_scheduler_params == {"gamma": 0.1, "milestones": [67, 82, 95, 107]}
+    assert config.loss_function == "LabelSmoothingCrossEntropy"
+    assert config.early_stopping_patience() == 15
+    assert (config.num_workers, config.accelerator, config.devices, config.seed) == (
+        None,
+        "auto",
+        "auto",
+        42,
+    )
+
+
+def test_both_spellings_of_out_channels_are_one_setting():
+    raw = template_dict()
+    raw.pop("output_channels")
+    raw["out_channels"] = 640
+    assert validate_config(raw).out_channels == 640
+    raw["output_channels"] = 320
+    assert "one setting" in config_error(raw)
+
+
+def test_overrides_parse_yaml_and_reach_into_mappings():
+    raw = apply_overrides(
+        template_dict(),
+        [
+            "image_size=[64,64]",
+            "optimizer_params.weight_decay=0.3",
+            "lr_scheduler=None",
+            "loss_params.epsilon=0.2",
+        ],
+    )
+    config = validate_config(raw)
+    assert config.image_size == [64, 64]
+    assert config.optimizer_params == {"lr": 0.001, "weight_decay": 0.3}
+    assert config.lr_scheduler is None
+    assert config.loss_params == {"epsilon": 0.2}
+
+
+@pytest.mark.parametrize("item", ["batch_size", "=3", "image_size=[1,"])
+def test_bad_override_is_a_user_error(item):
+    with pytest.raises(UserError, match="--set"):
+        apply_overrides({}, [item])
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"batch_sise": 32}, ["unknown key 'batch_sise'", "did you mean 'batch_size'"]),
+        ({"batch_size": "abc"}, ["key 'batch_size'", "'abc'"]),
+        ({"batch_size": 0}, ["key 'batch_size'", "greater than 0"]),
+        ({"num_epochs": -1}, ["key 'num_epochs'"]),
+        ({"dropout": 1.5}, ["key 'dropout'"]),
+        ({"image_size": [227]}, ["key 'image_size'"]),
+        ({"image_size": [2, 2]}, ["key 'image_size'", "at least 8"]),
+        ({"loglevel": "LOUD"}, ["key 'loglevel'"]),
+        ({"optimizer": "Adamw"}, ["key 'optimizer'", "did you mean 'AdamW'"]),
+        ({"optimizer": "os"}, ["key 'optimizer'", "not an optimizer"]),
+        ({"lr_scheduler": "MultiStepLr"}, ["key 'lr_scheduler'", "did you mean 'MultiStepLR'"]),
+        ({"loss_function": "CrossEntropy"}, ["key 'loss_function'", "did you mean"]),
+        ({"loss_function": "Module"}, ["key 'loss_function'"]),
+        ({"architecture": "ghostnet"}, ["key 'architecture'", "did you mean 'ghost'"]),
+        (
+            {"image_augmentations": {"RandomAfine": {"degrees": 3}}},
+            ["image_augmentations", "did you mean 'RandomAffine'"],
+        ),
+        ({"image_augmentations": {"Compose": {}}}, ["image_augmentations", "Compose"]),
+        (
+            {"image_augmentations": {"RandomAffine": {"degres": 3}}},
+            ["image_augmentations", "RandomAffine", "degres"],
+        ),
+        (
+            {"tensor_augmentations": {"RandomErasing": {"p": 7}}},
+            ["tensor_augmentations", "RandomErasing"],
+        ),
+        (
+            {"normalization_params_rgb": {"mean": [0.5], "std": [0.5]}},
+            ["normalization_params_rgb", "3 value(s)"],
+        ),
+        (
+            {"normalization_params_grayscale": {"mean": [0.5, 0.5, 0.5], "std": [1, 1, 1]}},
+            ["normalization_params_grayscale", "1 value(s)"],
+        ),
+        (
+            {"normalization_params_rgb": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0, 0.5]}},
+            ["normalization_params_rgb", "std"],
+        ),
+        ({"optimizer_params": {"lr": -1}}, ["optimizer_params", "AdamW"]),
+        ({"optimizer_params": {"learning_rate": 0.1}}, ["optimizer_params", "learning_rate"]),
+        (
+            {"lr_scheduler_params": {"gama": 0.1, "milestones": [2]}},
+            ["lr_scheduler_params", "gama"],
+        ),
+        ({"loss_params": {"epsilon": 2}}, ["loss_params", "LabelSmoothingCrossEntropy"]),
+        ({"accelerator": "tpu-pod"}, ["key 'accelerator'"]),
+        ({"num_workers": -2}, ["key 'num_workers'"]),
+    ],
+)
+def test_each_kind_of_config_error_names_the_key(change, expected):
+    raw = template_dict()
+    raw.update(change)
+    message = config_error(raw)
+    for fragment in expected:
+        assert fragment in message
+    assert "config.yml" in message
+
+
+def test_scheduler_without_params_does_not_inherit_defaults():
+    config = validate_config(
+        {"lr_scheduler": "ExponentialLR", "lr_scheduler_params": {"gamma": 0.9}}
+    )
+    assert config.lr_scheduler_params == {"gamma": 0.9}
+    message = config_error(
+        {"lr_scheduler": "ReduceLROnPlateau", "lr_scheduler_params": {"milestones": [3]}}
+    )
+    assert "milestones" in message
+
+
+def test_lambda_scheduler_strings_validate_without_eval():
+    raw = template_dict() | {
+        "lr_scheduler": "LambdaLR",
+        "lr_scheduler_params": {"lr_lambda": "lambda epoch: pow(0.0001/0.001, 1/67)**epoch"},
+    }
+    assert validate_config(raw).lr_scheduler == "LambdaLR"
+    raw["lr_scheduler"] = "MultiplicativeLR"
+    raw["lr_scheduler_params"] = {"lr_lambda": "lambda epoch: 0.955**epoch"}
+    assert validate_config(raw).lr_scheduler == "MultiplicativeLR"
+    raw["lr_scheduler_params"] = {
+        "lr_lambda": "lambda epoch: __import__('os').system('touch /tmp/pwned')"
+    }
+    assert "lr_lambda" in config_error(raw)
+
+
+def test_ghost_only_options_rejected_for_other_architectures():
+    raw = template_dict() | {"architecture": "mob_v2"}
+    message = config_error(raw)
+    assert "dropout" in message and "out_channels" in message and "remove" in message
+    raw.pop("dropout")
+    raw.pop("output_channels")
+    assert validate_config(raw).arch_options() == {}
+
+
+def test_secret_is_redacted_everywhere_it_could_leak():
+    raw = template_dict() | {"neptune_api_token": "s3cr3t-token", "batch_size": "bad"}
+    message = config_error(raw)
+    assert "s3cr3t" not in message
+    raw["batch_size"] = 8
+    config = validate_config(raw)
+    assert "s3cr3t" not in repr(config)
+    assert config.to_public_dict()["neptune_api_token"] == "***"
+    assert "s3cr3t" not in yaml.safe_dump(config.to_public_dict())
+
+
+def test_missing_config_says_to_copy_the_template(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="cp config_template.yml config.yml"):
+        load_config("config.yml")
+
+
+@pytest.mark.parametrize("text", ["a: [1, 2", "- just\n- a list\n"])
+def test_unreadable_config_is_a_user_error(tmp_path, text):
+    path = tmp_path / "bad.yml"
+    path.write_text(text)
+    with pytest.raises(UserError, match="bad.yml"):
+        load_config(path)
+
+
+def test_data_path_argument_overrides_config():
+    assert (
+        load_config(TEMPLATE_PATH, data_path="/tmp/elsewhere").stanford_data_path
+        == "/tmp/elsewhere"
+    )
+
+
+def test_train_cli_config_error_exits_2_without_traceback(tmp_path):
+    bad = tmp_path / "config.yml"
+    bad.write_text(TEMPLATE_PATH.read_text().replace("batch_size: 64", "batch_size: many"))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-c", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "batch_size" in result.stderr and "Traceback" not in result.stderr
+    missing = subprocess.run(
+        [sys.executable, str(ROOT / "train.py")], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert missing.returncode == 2 and "config_template.yml" in missing.stderr

@@ -1,0 +1,51 @@
+"""Logging as in the thesis: ``<logging_dir>/<YYYYmmdd>.log`` plus the console, at ``loglevel``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(process)d - %(message)s"
+_HANDLER_TAG = "_cars_handler"
+
+
+def setup_logging(logging_dir: str | Path, loglevel: str = "INFO") -> Path:
+    """Send log records to the day's log file and the console; returns the file's path.
+
+    Calling it again (a second run in one process) replaces this module's handlers instead of
+    stacking duplicates.
+    """
+    log_dir = Path(logging_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / f"{time.strftime('%Y%m%d')}.log"
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, _HANDLER_TAG, False)]:
+        root.removeHandler(handler)
+        handler.close()
+    formatter = logging.Formatter(FORMAT)
+    for handler in (logging.FileHandler(log_file, encoding="utf-8"), logging.StreamHandler()):
+        handler.setFormatter(formatter)
+        handler.setLevel(loglevel)
+        setattr(handler, _HANDLER_TAG, True)
+        root.addHandler(handler)
+    root.setLevel(loglevel)
+    return log_file
+
+
+class _DropAdverts(logging.Filter):
+    """Lightning prints a cloud-service tip on every run; it is not about this run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("💡 Tip")
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's messages that say nothing about the run (idempotent)."""
+    import warnings
+
+    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdverts) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropAdverts())
+    # A deprecation inside Lightning's own pytree helper, raised by torch 2.14; nothing to fix here.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")

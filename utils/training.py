@@ -1,0 +1,261 @@
+"""One training run from a validated ``Config``: data, network, module, trainer, run folder.
+
+Every run gets ``<output_path>/<architecture>_<YYYYmmddHHMMSS>/`` with ``config.yml`` (secrets
+redacted), ``metrics.csv`` (one row per epoch), ``checkpoints/best.ckpt`` (lowest valid_loss),
+``checkpoints/last.ckpt`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+from datasets.stanford_data_module import StanfordCarsDataModule
+from models.arch_dict import build_network
+from models.checkpoint import CheckpointMeta
+from models.net_module import NetModule
+from utils.configuration import Config, build_loss, default_num_workers
+from utils.files import write_json_atomic, write_text_atomic, write_yaml_atomic
+from utils.logger import quiet_lightning
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr")
+RUN_TIME_FORMAT = "%Y%m%d%H%M%S"
+
+
+@dataclass
+class RunResult:
+    """Where a finished run's files are, and its summary."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "best.ckpt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.ckpt"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.run_dir / "metrics.csv"
+
+
+class MetricsCSV(Callback):
+    """Rewrites ``metrics.csv`` atomically after every epoch's validation."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: NetModule) -> None:
+        if trainer.sanity_checking or not pl_module.epoch_metrics or trainer.global_rank != 0:
+            return
+        row = {key: pl_module.epoch_metrics.get(key, "") for key in METRIC_COLUMNS}
+        self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_atomic(self.path, buffer.getvalue())
+
+
+def detect_runtime() -> str:
+    """``colab`` when running inside Google Colab, else ``local`` (as the thesis recorded it)."""
+    try:
+        return "colab" if importlib.util.find_spec("google.colab") is not None else "local"
+    except (ImportError, ValueError):
+        return "local"
+
+
+def create_run_dir(output_path: str | Path, architecture: str, now: float | None = None) -> Path:
+    """Make ``<output_path>/<architecture>_<YYYYmmddHHMMSS>``; a second run in the same second
+    gets a ``_2`` (``_3``, ...) suffix instead of sharing the folder."""
+    stamp = time.strftime(RUN_TIME_FORMAT, time.localtime(now))
+    base = Path(output_path) / f"{architecture}_{stamp}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = base, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}_{n}")
+
+
+def build_datamodule(config: Config, data_path: str | Path | None = None) -> StanfordCarsDataModule:
+    """The data module a config describes."""
+    norm = config.active_norm_params()
+    num_workers = config.num_workers if config.num_workers is not None else default_num_workers()
+    return StanfordCarsDataModule(
+        data_path=data_path or config.stanford_data_path,
+        batch_size=config.batch_size,
+        num_workers=num_workers,
+        image_size=config.image_size,
+        convert_to_grayscale=config.convert_to_grayscale,
+        normalize=config.normalize,
+        normalization_params=norm.model_dump() if norm is not None else None,
+        crop_to_bboxes=config.crop_to_bboxes,
+        erase_background=config.erase_background,
+        augment_images=config.augment_images,
+        image_augmentations=config.image_augmentation_list(),
+        augment_tensors=config.augment_tensors,
+        tensor_augmentations=config.tensor_augmentation_list(),
+        pin_memory=torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda"),
+    )
+
+
+def count_parameters(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def run_training(config: Config, progress_bar: bool = True) -> RunResult:
+    """Train the configured network; returns the run folder and its summary."""
+    started = time.time()
+    quiet_lightning()
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    if config.log_to_neptune:
+        log.warning(
+            "log_to_neptune is set, but Neptune's hosted service shut down on 2026-03-05; "
+            "nothing is sent there. Every metric is kept in the run folder's metrics.csv."
+        )
+    data = build_datamodule(config)
+    net = build_network(
+        config.architecture, data.num_classes, config.img_channels, **config.arch_options()
+    )
+    num_params = count_parameters(net)
+    norm = config.active_norm_params()
+    meta = CheckpointMeta(
+        architecture=config.architecture,
+        num_classes=data.num_classes,
+        class_names=list(data.class_names),
+        image_size=list(config.image_size),
+        grayscale=config.convert_to_grayscale,
+        normalize=config.normalize,
+        mean=list(norm.mean) if (norm and config.normalize) else [0.0] * config.img_channels,
+        std=list(norm.std) if (norm and config.normalize) else [1.0] * config.img_channels,
+        arch_options=config.arch_options(),
+    )
+    run_dir = create_run_dir(config.output_path, config.architecture)
+    meta.run_name = run_dir.name
+    write_yaml_atomic(run_dir / "config.yml", config.to_public_dict())
+    module = NetModule(
+        net=net,
+        loss_fn=build_loss(config.loss_function, config.loss_params),
+        num_classes=data.num_classes,
+        optimizer=config.optimizer,
+        optimizer_params=config.optimizer_params,
+        lr_scheduler=config.lr_scheduler,
+        lr_scheduler_params=config.lr_scheduler_params,
+        meta=meta.to_dict(),
+    )
+    log.info(
+        "run %s: %s with %s trainable parameters, %d classes, %d train / %d validation images",
+        run_dir.name,
+        config.architecture,
+        f"{num_params:,}",
+        data.num_classes,
+        len(data.annotations["train"]),
+        len(data.annotations["test"]),
+    )
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="valid_loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    patience = config.early_stopping_patience()
+    early_stopping = EarlyStopping(
+        monitor="valid_loss", mode="min", min_delta=0.0, patience=patience
+    )
+    metrics_csv = MetricsCSV(run_dir / "metrics.csv")
+    trainer = pl.Trainer(
+        max_epochs=config.num_epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        callbacks=[metrics_csv, checkpoint, early_stopping],
+        logger=False,
+        num_sanity_val_steps=0,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        default_root_dir=run_dir,
+    )
+    trainer.fit(module, datamodule=data)
+    summary = summarize_run(
+        run_dir,
+        config,
+        num_params,
+        metrics_csv.rows,
+        early_stopping.stopped_epoch > 0,
+        interrupted=trainer.interrupted,
+        seconds=time.time() - started,
+    )
+    if trainer.is_global_zero:
+        write_json_atomic(run_dir / "summary.json", summary)
+        log.info(
+            "run %s finished after %d epoch(s): best valid_loss %.4f at epoch %s, max valid_acc %.4f; "
+            "files in %s",
+            run_dir.name,
+            summary["epochs_run"],
+            summary["min_valid_loss"] or float("nan"),
+            summary["best_epoch"],
+            summary["max_valid_acc"] or float("nan"),
+            run_dir,
+        )
+    return RunResult(run_dir=run_dir, summary=summary)
+
+
+def summarize_run(
+    run_dir: Path,
+    config: Config,
+    num_params: int,
+    rows: list[dict[str, Any]],
+    early_stopped: bool,
+    interrupted: bool = False,
+    seconds: float = 0.0,
+) -> dict[str, Any]:
+    """The figures the thesis's dashboard showed per run, from the epoch rows."""
+
+    def pick(key: str, fn):
+        values = [r[key] for r in rows if r.get(key) not in ("", None)]
+        return fn(values) if values else None
+
+    best = min(
+        (r for r in rows if r.get("valid_loss") not in ("", None)),
+        key=lambda r: r["valid_loss"],
+        default=None,
+    )
+    return {
+        "run_name": run_dir.name,
+        "architecture": config.architecture,
+        "num_params": num_params,
+        "runtime": detect_runtime(),
+        "epochs_run": len(rows),
+        "early_stopped": bool(early_stopped),
+        "interrupted": bool(interrupted),
+        "best_epoch": best["epoch"] if best else None,
+        "min_train_loss": pick("train_loss", min),
+        "min_valid_loss": pick("valid_loss", min),
+        "max_train_acc": pick("train_acc", max),
+        "max_valid_acc": pick("valid_acc", max),
+        "best_checkpoint": str(run_dir / "checkpoints" / "best.ckpt"),
+        "duration_s": round(seconds, 1),
+    }
