@@ -69,8 +69,7 @@ def resolve_paths(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def summary(report: PrepareReport) -> str:
     counts = (
-        f"{report.num_train} train and {report.num_test} test images, "
-        f"{report.num_classes} classes"
+        f"{report.num_train} train and {report.num_test} test images, {report.num_classes} classes"
     )
     left_out = [
         f"{len(names)} {kind}"
@@ -88,7 +87,7 @@ def summary(report: PrepareReport) -> str:
             "(use --force to rebuild)."
         )
     return (
-        f"Prepared Stanford Cars ('{report.layout}' release) in {report.out_dir}: "
+        f"Prepared Stanford Cars (from the '{report.layout}' layout) in {report.out_dir}: "
         f"{counts}{tail}."
     )
 

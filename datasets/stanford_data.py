@@ -82,8 +82,8 @@ def class_names_from(annotation_sets: Iterable[dict[str, Annotation]]) -> list[s
     """Class names indexed by 0-based label, from the CSVs; the number of classes comes from the
     data (ids must run 1..K without gaps, and one id must have one name)."""
     names: dict[int, str] = {}
-    for annotations in annotation_sets:
-        for ann in annotations.values():
+    for split_annotations in annotation_sets:
+        for ann in split_annotations.values():
             known = names.setdefault(ann.label, ann.class_name)
             if known != ann.class_name:
                 raise UserError(

@@ -145,7 +145,8 @@ def prepare_dataset(
     it is complete. Raises ``UserError`` for anything the user has to fix.
     """
     raw_dir = Path(raw_dir).expanduser()
-    out_dir = Path(out_dir).expanduser()
+    # Absolute and normalised, so that the temporary sibling folder has a real parent and name.
+    out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
 
     existing = _check_out_dir(out_dir, force)
     if existing is not None:
@@ -154,8 +155,9 @@ def prepare_dataset(
     layout = _detect_layout(raw_dir)
     _check_not_nested(raw_dir, out_dir)
     logger.info(
-        "Found the '%s' Stanford Cars release (%s) in %s",
+        "Found the '%s' Stanford Cars %s (%s) in %s",
         layout.name,
+        "folder" if layout.name == "extracted" else "release",
         layout.description,
         layout.root,
     )
@@ -174,9 +176,7 @@ def prepare_dataset(
     try:
         _make_dirs(temp)
         outcome = _Outcome()
-        with tqdm(
-            total=total, desc="Preparing images", unit="img", disable=not progress
-        ) as bar:
+        with tqdm(total=total, desc="Preparing images", unit="img", disable=not progress) as bar:
             for source in sources:
                 if source.is_archive:
                     _copy_from_archive(source, temp, outcome, bar)
@@ -609,7 +609,8 @@ def _build_annotations(
     for i in range(count):
         try:
             path = _as_str(columns[path_field][i]).replace("\\", "/")
-            bbox = tuple(_as_int(columns[f"bbox_{k}"][i]) for k in ("x1", "y1", "x2", "y2"))
+            x1, y1, x2, y2 = (_as_int(columns[f"bbox_{k}"][i]) for k in ("x1", "y1", "x2", "y2"))
+            bbox = (x1, y1, x2, y2)
             class_id = _as_int(columns["class"][i])
             split = split_of(i)
         except ValueError as err:
@@ -626,7 +627,7 @@ def _build_annotations(
         if (split, fname) in seen:
             raise _bad_mat(label, f"{fname} is annotated twice ({seen[(split, fname)]}, {path})")
         seen[(split, fname)] = path
-        annotations.append(_Annotation(split, source, fname, class_id, bbox))  # type: ignore[arg-type]
+        annotations.append(_Annotation(split, source, fname, class_id, bbox))
     if not annotations:
         raise _bad_mat(label, "no annotations")
     return annotations
@@ -840,9 +841,7 @@ def _write_csv(path: Path, rows: list[_Annotation], class_names: list[str]) -> N
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(CSV_COLUMNS)
             for ann in rows:
-                writer.writerow(
-                    [ann.fname, ann.class_id, *ann.bbox, class_names[ann.class_id - 1]]
-                )
+                writer.writerow([ann.fname, ann.class_id, *ann.bbox, class_names[ann.class_id - 1]])
     except OSError as err:
         raise UserError(
             f"Could not write {path} ({err}). Free some disk space or choose another output "

@@ -52,6 +52,7 @@ class NetModule(pl.LightningModule):
         )
         # The last finished epoch's values, as plain floats, for the run's metrics.csv.
         self.epoch_metrics: dict[str, float] = {}
+        self._epoch_lr: float | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -63,6 +64,10 @@ class NetModule(pl.LightningModule):
         self.losses[_key(stage)].update(loss.detach(), weight=labels.shape[0])
         self.accuracies[_key(stage)].update(logits.detach(), labels)
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        # Epoch-interval schedulers step before validation ends, so read this epoch's rate now.
+        self._epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
@@ -81,8 +86,8 @@ class NetModule(pl.LightningModule):
                 values[f"{stage}_acc"] = float(acc_metric.compute())
                 loss_metric.reset()
                 acc_metric.reset()
-        if self.trainer is not None and self.trainer.state.fn == "fit":
-            values["lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        if self._epoch_lr is not None and self.trainer.state.fn == "fit":
+            values["lr"] = self._epoch_lr
         self.log_dict(values, prog_bar=True)
         self.epoch_metrics = {"epoch": self.current_epoch, **values}
 

@@ -178,7 +178,15 @@ def run_training(config: Config, progress_bar: bool = True) -> RunResult:
         monitor="valid_loss",
         mode="min",
         save_top_k=1,
-        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    # Lightning's save_last only follows saves of the best; this one writes every epoch.
+    last = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="last",
+        monitor=None,
+        save_top_k=1,
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
@@ -191,7 +199,7 @@ def run_training(config: Config, progress_bar: bool = True) -> RunResult:
         max_epochs=config.num_epochs,
         accelerator=config.accelerator,
         devices=config.devices,
-        callbacks=[metrics_csv, checkpoint, early_stopping],
+        callbacks=[metrics_csv, checkpoint, last, early_stopping],
         logger=False,
         num_sanity_val_steps=0,
         enable_progress_bar=progress_bar,

@@ -1,0 +1,72 @@
+"""Evaluate a trained checkpoint on a prepared split: loss, top-1, top-5, per-class accuracy and the
+confusion matrix (the split is read with the validation transforms, without augmentation).
+
+python evaluate.py --checkpoint CKPT [-d DATA_PATH] [--split test|train] [--batch-size N]
+                   [--out DIR] [--json]
+
+Writes metrics.json, per_class.csv, confusion.png and most_confused.csv to --out (default:
+<run>/evaluation/ for <run>/checkpoints/CKPT). -d defaults to the run's stanford_data_path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from utils.errors import run_cli
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", required=True, help="a .ckpt file written by train.py")
+    parser.add_argument(
+        "-d",
+        "--data-path",
+        default=None,
+        help="prepared data folder (default: stanford_data_path from the run's config.yml)",
+    )
+    parser.add_argument("--split", choices=("test", "train"), default="test")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--out", default=None, help="output folder (default: <run>/evaluation)")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto"
+    )
+    parser.add_argument(
+        "--num-workers", type=int, default=None, help="data loading processes (default: CPUs, max 8)"
+    )
+    parser.add_argument("--json", action="store_true", help="print metrics.json to stdout")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from utils.evaluation import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        data_path=args.data_path,
+        split=args.split,
+        batch_size=args.batch_size,
+        out_dir=args.out,
+        device=args.device,
+        num_workers=args.num_workers,
+    )
+    out_dir = result.pop("out_dir")
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"{result['checkpoint']} (epoch {result['epoch']}) on the {result['split']} split: "
+        f"{result['num_images']} images, {result['num_classes']} classes"
+    )
+    print(f"  loss   {result['loss']:.4f} ({result['loss_function']})")
+    print(f"  top-1  {result['top1']:.2%}")
+    print(f"  top-{result['top5_k']}  {result['top5']:.2%}")
+    print(f"Files in {out_dir}: metrics.json, per_class.csv, confusion.png, most_confused.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

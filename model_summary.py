@@ -1,0 +1,114 @@
+"""Parameters, multiply-adds and CPU latency of the configured network or of any architecture.
+
+    python model_summary.py                          # the model config.yml describes
+    python model_summary.py --all                    # every key of models/arch_dict.py
+    python model_summary.py --architecture ghost --num-classes 1000 \\
+        --set out_channels=1280 --image-size 224 224 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from utils.errors import UserError, run_cli
+
+DEFAULT_CONFIG = "config.yml"
+# Both spellings name one setting; an override must win over either one in the file.
+_OUT_CHANNELS_KEYS = ("out_channels", "output_channels")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "-c", "--config", default=None,
+        help=f"config file (default: {DEFAULT_CONFIG}, or config_template.yml when "
+        f"{DEFAULT_CONFIG} does not exist)",
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--architecture", nargs="+", metavar="NAME",
+        help="architecture key(s) from models/arch_dict.py (default: the config's)",
+    )
+    which.add_argument("--all", action="store_true", help="every architecture")
+    parser.add_argument(
+        "--image-size", nargs=2, type=int, metavar=("H", "W"),
+        help="input size (default: the config's image_size)",
+    )
+    parser.add_argument("--num-classes", type=int, default=196, help="output classes (196)")
+    parser.add_argument(
+        "--img-channels", type=int, default=None,
+        help="input channels (default: 1 if the config converts to grayscale, else 3)",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key, e.g. --set out_channels=1280 (repeatable)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=10,
+        help="forward passes timed per architecture; the median is reported (0: skip)",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead")
+    return parser.parse_args(argv)
+
+
+def _overrides(items: list[str]) -> list[str]:
+    result = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if sep and key.strip() in _OUT_CHANNELS_KEYS:
+            result.extend(f"{alias}={value}" for alias in _OUT_CHANNELS_KEYS)
+        else:
+            result.append(item)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from models.arch_dict import ARCHITECTURES
+    from models.summary import format_table, summarize
+    from utils.configuration import TEMPLATE_PATH, load_config
+
+    config_path = args.config
+    if config_path is None:
+        config_path = DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else str(TEMPLATE_PATH)
+    config = load_config(config_path, overrides=_overrides(args.set))
+
+    if args.all:
+        names = list(ARCHITECTURES)
+    elif args.architecture:
+        names = args.architecture
+    else:
+        names = [config.architecture]
+    if args.image_size is not None and min(args.image_size) < 1:
+        raise UserError(
+            f"--image-size must be two positive integers, got {args.image_size[0]} "
+            f"{args.image_size[1]}. Pass e.g. --image-size 227 227."
+        )
+    image_size = args.image_size or list(config.image_size)
+    img_channels = args.img_channels
+    if img_channels is None:
+        img_channels = 1 if config.convert_to_grayscale else 3
+
+    rows = summarize(
+        names,
+        num_classes=args.num_classes,
+        img_channels=img_channels,
+        image_size=image_size,
+        options=config.arch_options(),
+        repeats=args.repeats,
+    )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(
+            f"{image_size[0]}x{image_size[1]} input, {img_channels} channel(s), "
+            f"{args.num_classes} classes; latency: batch 1, CPU, median of {args.repeats}"
+        )
+        print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,56 @@
+"""Classify car images with a trained checkpoint.
+
+python predict.py --checkpoint CKPT PATH... [--top-k 5] [--json] [--device auto|cpu|cuda]
+
+PATH is an image file (JPEG, PNG, BMP, WebP; RGB, grayscale or CMYK) or a folder (its images,
+sorted; not recursive). Prints the top-k classes per image with their softmax probabilities;
+--json prints one JSON list of {"path", "predictions": [{"class_id", "class_name",
+"probability"}, ...]}, where class_id is the 0-based class index (the labels CSV's `class` is
+class_id + 1). Files that cannot be read are reported on stderr and make the exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from utils.errors import run_cli
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", required=True, help="a .ckpt file written by train.py")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from utils.prediction import predict_paths
+
+    results, failures = predict_paths(args.checkpoint, args.paths, args.top_k, args.device)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            print(result["path"])
+            for rank, pred in enumerate(result["predictions"], start=1):
+                print(
+                    f"  {rank}. {pred['probability']:7.2%}  {pred['class_name']} "
+                    f"(class_id {pred['class_id']})"
+                )
+    for failure in failures:
+        print(f"error: {failure['path']}: {failure['error']}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,191 @@
+import csv
+import json
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from models.checkpoint import META_KEY, load_network, read_checkpoint
+from models.net_module import NetModule
+from utils.training import METRIC_COLUMNS, create_run_dir, run_training
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "nep-secret-token-1234"
+SUMMARY_KEYS = {
+    "run_name",
+    "architecture",
+    "num_params",
+    "epochs_run",
+    "early_stopped",
+    "best_epoch",
+    "min_train_loss",
+    "min_valid_loss",
+    "max_train_acc",
+    "max_valid_acc",
+    "best_checkpoint",
+}
+
+
+def read_metrics(path):
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        return reader.fieldnames, list(reader)
+
+
+def test_short_training_writes_every_run_file(fast_config):
+    config = fast_config(f"neptune_api_token={SECRET}", "log_to_neptune=True")
+    result = run_training(config, progress_bar=False)
+    run = result.run_dir
+    assert re.fullmatch(r"ghost_\d{14}", run.name)
+    assert {p.name for p in run.iterdir()} >= {
+        "config.yml",
+        "metrics.csv",
+        "summary.json",
+        "checkpoints",
+    }
+    assert result.best_checkpoint.is_file() and result.last_checkpoint.is_file()
+
+    columns, rows = read_metrics(result.metrics_csv)
+    assert tuple(columns) == METRIC_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    for row in rows:
+        assert 0.0 <= float(row["train_acc"]) <= 1.0 and 0.0 <= float(row["valid_acc"]) <= 1.0
+        assert float(row["train_loss"]) > 0 and float(row["valid_loss"]) > 0
+        assert float(row["lr"]) == pytest.approx(0.001)
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["epochs_run"] == 2 and summary["early_stopped"] is False
+    assert summary["min_valid_loss"] == pytest.approx(min(float(r["valid_loss"]) for r in rows))
+    assert summary["max_valid_acc"] == pytest.approx(max(float(r["valid_acc"]) for r in rows))
+    assert summary["best_epoch"] == int(min(rows, key=lambda r: float(r["valid_loss"]))["epoch"])
+    assert Path(summary["best_checkpoint"]) == result.best_checkpoint
+
+    saved = yaml.safe_load((run / "config.yml").read_text())
+    assert saved["neptune_api_token"] == "***" and saved["num_epochs"] == 2
+
+    # The secret never lands in the run folder, checkpoints included.
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+    # The best checkpoint is the epoch with the lowest valid_loss, and stands alone.
+    ckpt = read_checkpoint(result.best_checkpoint)
+    best_row = min(rows, key=lambda r: float(r["valid_loss"]))
+    assert ckpt["epoch"] == int(best_row["epoch"])
+    meta = ckpt[META_KEY]
+    assert meta["architecture"] == "ghost" and meta["num_classes"] == 3
+    assert meta["image_size"] == [64, 64] and len(meta["class_names"]) == 3
+    assert meta["arch_options"] == {"dropout": 0.2, "out_channels": 320}
+    net, _ = load_network(result.best_checkpoint)
+    assert net(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_second_run_gets_a_folder_of_its_own(tmp_path):
+    first = create_run_dir(tmp_path, "ghost", now=0)
+    second = create_run_dir(tmp_path, "ghost", now=0)
+    assert first != second and first.is_dir() and second.is_dir()
+    assert second.name == first.name + "_2"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["lr_scheduler=ReduceLROnPlateau", "lr_scheduler_params={factor: 0.1, patience: 1}"],
+        ["lr_scheduler=LambdaLR", "lr_scheduler_params={lr_lambda: 'lambda epoch: 0.5**epoch'}"],
+        [
+            "lr_scheduler=None",
+            "optimizer=SGD",
+            "optimizer_params={lr: 0.01, momentum: 0.9}",
+            "loss_function=CrossEntropyLoss",
+        ],
+    ],
+    ids=["plateau", "lambda", "sgd-no-scheduler"],
+)
+def test_schedulers_optimizers_and_losses_train(fast_config, overrides):
+    result = run_training(fast_config(*overrides), progress_bar=False)
+    _, rows = read_metrics(result.metrics_csv)
+    assert len(rows) == 2
+    if "lr_scheduler=LambdaLR" in overrides:
+        assert [float(r["lr"]) for r in rows] == pytest.approx([0.001, 0.0005])
+    # weights_only loading works whatever the scheduler stored in its state.
+    assert read_checkpoint(result.last_checkpoint)["epoch"] == 1
+
+
+def test_configure_optimizers_returns_dict_with_monitor():
+    net = torch.nn.Linear(4, 3)
+    module = NetModule(
+        net,
+        torch.nn.CrossEntropyLoss(),
+        3,
+        "AdamW",
+        {"lr": 0.01},
+        "ReduceLROnPlateau",
+        {"patience": 2},
+    )
+    conf = module.configure_optimizers()
+    assert isinstance(conf["optimizer"], torch.optim.AdamW)
+    assert conf["lr_scheduler"]["monitor"] == "valid_loss"
+    assert isinstance(conf["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def test_early_stopping_stops_and_is_recorded(fast_config):
+    # lr 0 cannot improve valid_loss, so patience 1 (plateau patience 0 x 3 -> 0 -> stop at once)
+    config = fast_config(
+        "num_epochs=6",
+        "optimizer_params={lr: 0.0}",
+        "lr_scheduler=ReduceLROnPlateau",
+        "lr_scheduler_params={patience: 1}",
+    )
+    assert config.early_stopping_patience() == 3
+    result = run_training(config, progress_bar=False)
+    assert result.summary["early_stopped"] is True
+    assert result.summary["epochs_run"] == 4  # best at epoch 0, then 3 epochs without improvement
+
+
+@pytest.mark.slow
+def test_train_cli_end_to_end_with_log_file(tmp_path, prepared_data):
+    config = tmp_path / "config.yml"
+    config.write_text((ROOT / "config_template.yml").read_text())
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-c",
+            str(config),
+            "-d",
+            str(prepared_data),
+            "--set",
+            "num_epochs=1",
+            "--set",
+            "image_size=[48,48]",
+            "--set",
+            "batch_size=6",
+            "--set",
+            "num_workers=0",
+            "--set",
+            "accelerator=cpu",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = list((tmp_path / "output").iterdir())
+    assert len(runs) == 1 and (runs[0] / "checkpoints" / "best.ckpt").is_file()
+    assert f"Run folder: output/{runs[0].name}" in result.stdout
+    logs = list((tmp_path / "logs").glob("*.log"))
+    assert len(logs) == 1 and re.fullmatch(r"\d{8}\.log", logs[0].name)
+    line = next(l for l in logs[0].read_text().splitlines() if "trainable parameters" in l)
+    # time - logger name - level - PID - message, as the thesis's log files
+    assert re.match(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - utils\.training - INFO - \d+ - run ", line
+    )
+    logging.getLogger().handlers.clear()

@@ -1,0 +1,301 @@
+"""Export a trained checkpoint for use outside this project (``export_model.py``).
+
+ONNX (default): exported with ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based
+exporter, the default and maintained one in torch 2.9+) with a dynamic batch axis; if that
+exporter fails, the older TorchScript-based one (``dynamo=False``, deprecated upstream) is tried.
+The weights are stored inside the single ``.onnx`` file. The input is ``images`` (float32,
+``[batch, channels, h, w]``), the output ``logits`` (``[batch, num_classes]``; apply softmax for
+probabilities). ``metadata_props`` carries everything an app needs to preprocess an image:
+
+- ``class_names``: JSON list, index = class id (0-based);
+- ``image_size``: JSON ``[h, w]`` (resize the whole image to it, aspect ratio not kept);
+- ``mean`` / ``std``: JSON lists; ``input = (pixel / 255 - mean) / std`` per channel (zeros and
+  ones when the run did not normalise);
+- ``grayscale``: ``true`` / ``false`` (one channel, PIL's ``L`` conversion, when true).
+
+TorchScript (``--format torchscript``): a traced module (``torch.jit``, deprecated upstream but
+still loadable with ``torch.jit.load``); the same metadata is stored as the extra file
+``cars_meta.json`` (read it with ``torch.jit.load(path, _extra_files={"cars_meta.json": ""})``).
+
+Every export is written to a temporary file, checked against PyTorch on a random batch (largest
+absolute logit difference at most ``TOLERANCE``) and only then renamed into place.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.checkpoint import CheckpointMeta, load_network
+from utils.errors import UserError
+from utils.evaluation import checkpoint_run_dir
+
+log = logging.getLogger(__name__)
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+TOLERANCE = 1e-4
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+TORCHSCRIPT_META_FILE = "cars_meta.json"
+VERIFY_BATCH_SIZES = (1, 3)  # not the export's example batch of 2: proves the dynamic batch axis
+LATENCY_RUNS = 20
+LATENCY_BUDGET_S = 3.0
+
+
+@dataclass
+class ExportReport:
+    """Where the export went and how it compares to PyTorch eager on the CPU."""
+
+    path: Path
+    format: str
+    size_mb: float  # 10^6 bytes
+    max_abs_diff: float
+    latency_ms_runtime: float  # ONNX Runtime or the loaded TorchScript module, batch 1, median
+    latency_ms_eager: float  # PyTorch eager, batch 1, median
+    exporter: str = ""
+    opset: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+
+def app_metadata(meta: CheckpointMeta) -> dict[str, str]:
+    """String metadata for the exported file: what an app needs to preprocess images."""
+    return {
+        "class_names": json.dumps(meta.class_names),
+        "image_size": json.dumps(list(meta.image_size)),
+        "mean": json.dumps(list(meta.mean)),
+        "std": json.dumps(list(meta.std)),
+        "grayscale": json.dumps(bool(meta.grayscale)),
+        "num_classes": json.dumps(meta.num_classes),
+        "architecture": meta.architecture,
+        "run_name": meta.run_name,
+        "input": f"{INPUT_NAME}: float32 [batch, {meta.img_channels}, h, w], pixels scaled to "
+        "[0, 1] after resizing to image_size (bilinear), then (x - mean) / std per channel",
+        "output": f"{OUTPUT_NAME}: float32 [batch, num_classes]; softmax gives probabilities",
+    }
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    fmt: str = "onnx",
+    output: str | Path | None = None,
+    opset: int | None = None,
+) -> ExportReport:
+    """Export ``checkpoint`` to ONNX or TorchScript, verify it, and measure its CPU latency."""
+    if fmt not in FORMATS:
+        raise UserError(f"format '{fmt}' is not one of {', '.join(FORMATS)}. Pick one of them.")
+    if opset is not None and fmt != "onnx":
+        raise UserError("--opset only applies to --format onnx. Leave it out for torchscript.")
+    net, meta = load_network(checkpoint)
+    net = net.cpu().eval()  # BatchNorm1d in GhostNet's classifier needs eval mode
+    path = _output_path(checkpoint, fmt, output)
+    generator = torch.Generator().manual_seed(0)
+    h, w = meta.image_size
+    example = torch.rand(2, meta.img_channels, h, w, generator=generator)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if fmt == "onnx":
+            exporter, used_opset = _write_onnx(net, example, meta, tmp, opset)
+            runner = _onnx_runner(tmp)
+        else:
+            exporter, used_opset = _write_torchscript(net, example, meta, tmp), None
+            runner = _torchscript_runner(tmp)
+        max_diff = 0.0
+        for batch_size in VERIFY_BATCH_SIZES:
+            images = torch.rand(batch_size, meta.img_channels, h, w, generator=generator)
+            with torch.inference_mode():
+                expected = net(images).numpy()
+            got = runner(images.numpy())
+            if got.shape != expected.shape:
+                raise UserError(
+                    f"the exported model returned logits of shape {got.shape} for a batch of "
+                    f"{batch_size}, PyTorch {expected.shape}; the export is wrong and was not "
+                    "kept. Try the other --format (or another --opset) and report the problem."
+                )
+            max_diff = max(max_diff, float(np.abs(got - expected).max()))
+        if not max_diff <= TOLERANCE:  # also catches NaN
+            raise UserError(
+                f"the exported model's logits differ from PyTorch's by up to {max_diff:.3g} "
+                f"(allowed: {TOLERANCE}); the export was not kept. Try the other --format (or "
+                "another --opset) and report the problem."
+            )
+        image = torch.rand(1, meta.img_channels, h, w, generator=generator)
+        latency_runtime = _median_ms(lambda: runner(image.numpy()))
+        with torch.inference_mode():
+            latency_eager = _median_ms(lambda: net(image))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ExportReport(
+        path=path,
+        format=fmt,
+        size_mb=path.stat().st_size / 1e6,
+        max_abs_diff=max_diff,
+        latency_ms_runtime=latency_runtime,
+        latency_ms_eager=latency_eager,
+        exporter=exporter,
+        opset=used_opset,
+    )
+
+
+def _output_path(checkpoint: str | Path, fmt: str, output: str | Path | None) -> Path:
+    default_name = f"model{FORMATS[fmt]}"
+    if output is None:
+        return checkpoint_run_dir(checkpoint) / "export" / default_name
+    path = Path(output)
+    return path / default_name if path.is_dir() else path
+
+
+# ---- ONNX ---------------------------------------------------------------------------------------
+def _write_onnx(
+    net: torch.nn.Module, example: torch.Tensor, meta: CheckpointMeta, dest: Path, opset: int | None
+) -> tuple[str, int | None]:
+    import onnx
+
+    try:
+        model, exporter = _export_dynamo(net, example, opset), "torch.onnx dynamo"
+    except Exception as err::  # any exporter failure: try the other one
+        log.warning(
+            "the dynamo ONNX exporter failed (%s: %s); trying the TorchScript-based exporter",
+            type(err).__name__,
+            str(err).splitlines()[0] if str(err) else "",
+        )
+        try:
+            model, exporter = _export_torchscript_based(net, example, opset), "torch.onnx legacy"
+        except Exception as err2:
+            raise UserError(
+                f"ONNX export failed with both exporters (last error {type(err2).__name__}: "
+                f"{err2}). Try another --opset or --format torchscript."
+            ) from None
+    onnx.helper.set_model_props(model, app_metadata(meta))
+    model.doc_string = (
+        f"{meta.architecture} trained on Stanford Cars by the cars project (run {meta.run_name}); "
+        "see metadata_props for the preprocessing and class names."
+    )
+    dest.write_bytes(model.SerializeToString())  # weights inside the one file (under 2 GB)
+    used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return exporter, used
+
+
+def _export_dynamo(net: torch.nn.Module, example: torch.Tensor, opset: int | None):
+    batch = torch.export.Dim("batch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            net,
+            (example,),
+            None,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamo=True,
+            dynamic_shapes=({0: batch},),
+            verbose=False,
+        )
+    return program.model_proto
+
+
+def _export_torchscript_based(net: torch.nn.Module, example: torch.Tensor, opset: int | None):
+    import onnx
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's own deprecation notice
+        torch.onnx.export(
+            net,
+            (example,),
+            buffer,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise UserError(
+            f"ONNX Runtime cannot load the exported model ({type(err).__name__}: {err}); the "
+            "export was not kept. Try another --opset (e.g. 17) or --format torchscript."
+        ) from None
+    name = session.get_inputs()[0].name
+    return lambda images: session.run(None, {name: images})[0]
+
+
+# ---- TorchScript --------------------------------------------------------------------------------
+def _write_torchscript(
+    net: torch.nn.Module, example: torch.Tensor, meta: CheckpointMeta, dest: Path
+) -> str:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
+        traced = torch.jit.trace(net, example, check_trace=False)
+        torch.jit.save(
+            traced, str(dest), _extra_files={TORCHSCRIPT_META_FILE: json.dumps(app_metadata(meta))}
+        )
+    return "torch.jit.trace"
+
+
+def _torchscript_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path), map_location="cpu")
+    module.eval()
+
+    def run(images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(images)).numpy()
+
+    return run
+
+
+def read_torchscript_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata stored beside a TorchScript export."""
+    extra = {TORCHSCRIPT_META_FILE: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return json.loads(extra[TORCHSCRIPT_META_FILE])
+
+
+# ---- timing -------------------------------------------------------------------------------------
+def _median_ms(fn: Callable[[], Any], runs: int = LATENCY_RUNS) -> float:
+    """Median wall time of ``fn`` in milliseconds after warm-up; stops early after
+    ``LATENCY_BUDGET_S`` (at least 5 timed runs)."""
+    for _ in range(3):
+        fn()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < runs:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+        if len(times) >= 5 and time.perf_counter() - started > LATENCY_BUDGET_S:
+            break
+    return statistics.median(times)
