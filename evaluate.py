@@ -34,7 +34,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto"
     )
     parser.add_argument(
-        "--num-workers", type=int, default=None, help="data loading processes (default: CPUs, max 8)"
+        "--num-workers",
+        type=int,
+        default=None,
+        help="data loading processes (default: CPUs, max 8)",
     )
     parser.add_argument("--json", action="store_true", help="print metrics.json to stdout")
     return parser.parse_args(argv)

@@ -49,7 +49,7 @@ def test_bbox_crop_uses_each_images_own_box(prepared_data):
 def test_without_crop_the_background_shows(prepared_data):
     dataset = StanfordCarsDataset(prepared_data, "train", image_size=[32, 32])
     deviations = []
-    for index, sample in enumerate(dataset.samples):
+    for index in range(len(dataset)):
         image, label = dataset[index]
         expected = torch.tensor(class_color(label), dtype=torch.float32).view(3, 1, 1) / 255
         deviations.append((image - expected).abs().mean().item())

@@ -59,7 +59,7 @@ def test_short_training_writes_every_run_file(fast_config):
         assert float(row["lr"]) == pytest.approx(0.001)
 
     summary = json.loads((run / "summary.json").read_text())
-    assert SUMMARY_KEYS <= set(summary)
+    assert set(summary) >= SUMMARY_KEYS
     assert summary["epochs_run"] == 2 and summary["early_stopped"] is False
     assert summary["min_valid_loss"] == pytest.approx(min(float(r["valid_loss"]) for r in rows))
     assert summary["max_valid_acc"] == pytest.approx(max(float(r["valid_acc"]) for r in rows))
@@ -183,7 +183,7 @@ def test_train_cli_end_to_end_with_log_file(tmp_path, prepared_data):
     assert f"Run folder: output/{runs[0].name}" in result.stdout
     logs = list((tmp_path / "logs").glob("*.log"))
     assert len(logs) == 1 and re.fullmatch(r"\d{8}\.log", logs[0].name)
-    line = next(l for l in logs[0].read_text().splitlines() if "trainable parameters" in l)
+    line = next(x for x in logs[0].read_text().splitlines() if "trainable parameters" in x)
     # time - logger name - level - PID - message, as the thesis's log files
     assert re.match(
         r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - utils\.training - INFO - \d+ - run ", line

@@ -252,14 +252,13 @@ def write_per_class(path: Path, matrix: torch.Tensor, class_names: list[str]) ->
     write_text_atomic(path, _csv_text(PER_CLASS_COLUMNS, rows))
 
 
-def most_confused_pairs(matrix: torch.Tensor, limit: int = MOST_CONFUSED) -> list[tuple[int, int, int]]:
+def most_confused_pairs(
+    matrix: torch.Tensor, limit: int = MOST_CONFUSED
+) -> list[tuple[int, int, int]]:
     """``(true, predicted, count)`` for the most frequent mistakes, largest count first."""
     off = matrix.clone()
     off.fill_diagonal_(0)
-    pairs = [
-        (int(t), int(p), int(off[t, p]))
-        for t, p in zip(*torch.nonzero(off, as_tuple=True))
-    ]
+    pairs = [(int(t), int(p), int(off[t, p])) for t, p in zip(*torch.nonzero(off, as_tuple=True))]
     pairs.sort(key=lambda tpc: (-tpc[2], tpc[0], tpc[1]))
     return pairs[:limit]
 
@@ -273,7 +272,9 @@ def write_most_confused(path: Path, matrix: torch.Tensor, class_names: list[str]
     write_text_atomic(path, _csv_text(CONFUSED_COLUMNS, rows))
 
 
-def plot_confusion(path: Path, matrix: torch.Tensor, class_names: list[str], title: str = "") -> None:
+def plot_confusion(
+    path: Path, matrix: torch.Tensor, class_names: list[str], title: str = ""
+) -> None:
     """A heatmap of the row-normalised confusion matrix, readable up to 196 classes."""
     import matplotlib
 
@@ -287,7 +288,9 @@ def plot_confusion(path: Path, matrix: torch.Tensor, class_names: list[str], tit
     side = min(16.0, max(6.0, 0.07 * k + 4.0))
     fig, ax = plt.subplots(figsize=(side + 1.5, side), dpi=120)
     try:
-        image = ax.imshow(fractions.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+        image = ax.imshow(
+            fractions.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest"
+        )
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
         if k <= TICK_LABELS_MAX:
             labels = [_short_name(i, name) for i, name in enumerate(class_names)]
@@ -336,8 +339,16 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        give_umask_permissions(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def give_umask_permissions(path: Path) -> None:
+    """``mkstemp`` makes owner-only files; give a result file the usual permissions (umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

@@ -1,8 +1,9 @@
 """Export a trained checkpoint for use outside this project (``export_model.py``).
 
 ONNX (default): exported with ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based
-exporter, the default and maintained one in torch 2.9+) with a dynamic batch axis; if that
-exporter fails, the older TorchScript-based one (``dynamo=False``, deprecated upstream) is tried.
+exporter, the default and maintained one in torch 2.9+) with a dynamic batch axis. When it fails,
+or for ``--opset`` below 18 (which it cannot write directly), the older TorchScript-based exporter
+(``dynamo=False``, deprecated upstream, opsets 7 to 20) is used instead.
 The weights are stored inside the single ``.onnx`` file. The input is ``images`` (float32,
 ``[batch, channels, h, w]``), the output ``logits`` (``[batch, num_classes]``; apply softmax for
 probabilities). ``metadata_props`` carries everything an app needs to preprocess an image:
@@ -41,7 +42,7 @@ import torch
 
 from models.checkpoint import CheckpointMeta, load_network
 from utils.errors import UserError
-from utils.evaluation import checkpoint_run_dir
+from utils.evaluation import checkpoint_run_dir, give_umask_permissions
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ TOLERANCE = 1e-4
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 TORCHSCRIPT_META_FILE = "cars_meta.json"
+DYNAMO_MIN_OPSET = 18  # lower opsets go through the TorchScript-based exporter
 VERIFY_BATCH_SIZES = (1, 3)  # not the export's example batch of 2: proves the dynamic batch axis
 LATENCY_RUNS = 20
 LATENCY_BUDGET_S = 3.0
@@ -96,8 +98,11 @@ def export_checkpoint(
     fmt: str = "onnx",
     output: str | Path | None = None,
     opset: int | None = None,
+    *,
+    latency_runs: int = LATENCY_RUNS,
 ) -> ExportReport:
-    """Export ``checkpoint`` to ONNX or TorchScript, verify it, and measure its CPU latency."""
+    """Export ``checkpoint`` to ONNX or TorchScript, verify it, and measure its CPU latency
+    (median of ``latency_runs`` runs at batch 1, after warm-up)."""
     if fmt not in FORMATS:
         raise UserError(f"format '{fmt}' is not one of {', '.join(FORMATS)}. Pick one of them.")
     if opset is not None and fmt != "onnx":
@@ -109,8 +114,13 @@ def export_checkpoint(
     h, w = meta.image_size
     example = torch.rand(2, meta.img_channels, h, w, generator=generator)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise UserError(
+            f"cannot write the export to '{path.parent}' ({err}). Pass a writable --output PATH."
+        ) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -140,9 +150,10 @@ def export_checkpoint(
                 "another --opset) and report the problem."
             )
         image = torch.rand(1, meta.img_channels, h, w, generator=generator)
-        latency_runtime = _median_ms(lambda: runner(image.numpy()))
+        latency_runtime = _median_ms(lambda: runner(image.numpy()), latency_runs)
         with torch.inference_mode():
-            latency_eager = _median_ms(lambda: net(image))
+            latency_eager = _median_ms(lambda: net(image), latency_runs)
+        give_umask_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -173,29 +184,39 @@ def _write_onnx(
 ) -> tuple[str, int | None]:
     import onnx
 
-    try:
-        model, exporter = _export_dynamo(net, example, opset), "torch.onnx dynamo"
-    except Exception as err::  # any exporter failure: try the other one
-        log.warning(
-            "the dynamo ONNX exporter failed (%s: %s); trying the TorchScript-based exporter",
-            type(err).__name__,
-            str(err).splitlines()[0] if str(err) else "",
-        )
+    exporters = [("torch.onnx dynamo", _export_dynamo), ("torch.onnx legacy", _export_legacy)]
+    if opset is not None and opset < DYNAMO_MIN_OPSET:
+        exporters = exporters[1:]  # dynamo would export at 18 and convert down, often failing
+    problems = []
+    for exporter, export in exporters:
         try:
-            model, exporter = _export_torchscript_based(net, example, opset), "torch.onnx legacy"
-        except Exception as err2:
-            raise UserError(
-                f"ONNX export failed with both exporters (last error {type(err2).__name__}: "
-                f"{err2}). Try another --opset or --format torchscript."
-            ) from None
+            model = export(net, example, opset)
+        except Exception as err:  # any exporter failure: try the next one
+            problems.append(f"{exporter}: {type(err).__name__}: {_first_line(err)}")
+            continue
+        used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        if opset is None or used == opset:
+            break
+        problems.append(f"{exporter}: produced opset {used} instead of {opset}")
+    else:
+        raise UserError(
+            f"ONNX export failed ({'; '.join(problems)}). Try another --opset (18 to 20 use the "
+            "current exporter) or --format torchscript."
+        )
+    for problem in problems:
+        log.warning("ONNX exporter fell back after %s", problem)
     onnx.helper.set_model_props(model, app_metadata(meta))
     model.doc_string = (
         f"{meta.architecture} trained on Stanford Cars by the cars project (run {meta.run_name}); "
         "see metadata_props for the preprocessing and class names."
     )
     dest.write_bytes(model.SerializeToString())  # weights inside the one file (under 2 GB)
-    used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     return exporter, used
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _export_dynamo(net: torch.nn.Module, example: torch.Tensor, opset: int | None):
@@ -216,7 +237,7 @@ def _export_dynamo(net: torch.nn.Module, example: torch.Tensor, opset: int | Non
     return program.model_proto
 
 
-def _export_torchscript_based(net: torch.nn.Module, example: torch.Tensor, opset: int | None):
+def _export_legacy(net: torch.nn.Module, example: torch.Tensor, opset: int | None):
     import onnx
 
     buffer = io.BytesIO()
@@ -287,8 +308,9 @@ def read_torchscript_metadata(path: str | Path) -> dict[str, str]:
 # ---- timing -------------------------------------------------------------------------------------
 def _median_ms(fn: Callable[[], Any], runs: int = LATENCY_RUNS) -> float:
     """Median wall time of ``fn`` in milliseconds after warm-up; stops early after
-    ``LATENCY_BUDGET_S`` (at least 5 timed runs)."""
-    for _ in range(3):
+    ``LATENCY_BUDGET_S`` (at least 5 timed runs, or ``runs`` when fewer)."""
+    runs = max(1, runs)
+    for _ in range(min(3, runs)):
         fn()
     times: list[float] = []
     started = time.perf_counter()

@@ -1,0 +1,51 @@
+"""Export a trained checkpoint to ONNX (default) or TorchScript, for apps that do not use this
+project. The export is checked against PyTorch before it is kept.
+
+python export_model.py --checkpoint CKPT [--format onnx|torchscript] [--output PATH] [--opset N]
+
+Default output: <run>/export/model.onnx (model.pt for torchscript). The ONNX file has a dynamic
+batch axis and carries class_names, image_size, mean, std and grayscale in its metadata_props.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from utils.errors import run_cli
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", required=True, help="a .ckpt file written by train.py")
+    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    parser.add_argument(
+        "--output", default=None, help="output file (default: <run>/export/model.onnx or .pt)"
+    )
+    parser.add_argument(
+        "--opset", type=int, default=None, help="ONNX opset (default: the exporter's choice)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from utils.export import export_checkpoint
+
+    report = export_checkpoint(args.checkpoint, args.format, args.output, args.opset)
+    runtime = "ONNX Runtime" if report.format == "onnx" else "TorchScript"
+    opset = f", opset {report.opset}" if report.opset is not None else ""
+    print(f"Exported {report.path} ({report.size_mb:.1f} MB; {report.exporter}{opset})")
+    print(
+        f"  check: max |logit difference| vs PyTorch {report.max_abs_diff:.2e} (batches of 1 and 3)"
+    )
+    print(
+        f"  CPU latency at batch 1 (median): {runtime} {report.latency_ms_runtime:.2f} ms, "
+        f"PyTorch eager {report.latency_ms_eager:.2f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,334 @@
+"""After training: evaluate.py, predict.py and export_model.py on a run trained once on tiny data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import runpy
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+
+import evaluate as evaluate_cli
+import export_model as export_cli
+import predict as predict_cli
+from datasets.sample_data import make_sample_raw
+from datasets.stanford_utils import prepare_dataset
+from datasets.transforms import build_eval_transform, load_image
+from models.checkpoint import load_network, read_checkpoint
+from utils import export as export_module
+from utils.configuration import TEMPLATE_PATH, load_config
+from utils.errors import UserError, run_cli
+from utils.export import export_checkpoint, read_torchscript_metadata
+from utils.training import run_training
+
+ROOT = Path(__file__).resolve().parents[1]
+METADATA_KEYS = ("class_names", "image_size", "mean", "std", "grayscale")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: GhostNet's many small ops run several times faster so on a busy
+    2-core machine, and this file stays quick."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One short training run on generated data: (RunResult, prepared data folder)."""
+    tmp = tmp_path_factory.mktemp("after_training")
+    raw = make_sample_raw(tmp / "raw", layout="updated", num_classes=3, train_per_class=4)
+    prepared = tmp / "prepared"
+    prepare_dataset(raw, prepared, progress=False)
+    config = load_config(
+        TEMPLATE_PATH,
+        overrides=[
+            "num_epochs=2",
+            "image_size=[64,64]",
+            "batch_size=4",
+            "num_workers=0",
+            f"output_path={tmp / 'output'}",
+            f"logging_dir={tmp / 'logs'}",
+        ],
+        data_path=str(prepared),
+    )
+    return run_training(config, progress_bar=False), prepared
+
+
+@pytest.fixture(scope="module")
+def onnx_export(run):
+    """The default ONNX export of the best checkpoint (few latency runs: tests need no timing)."""
+    result, _ = run
+    return export_checkpoint(result.best_checkpoint, latency_runs=3)
+
+
+def exit_code(main, argv) -> int:
+    """Run a script's main as its ``__main__`` block does and return the exit code."""
+    with pytest.raises(SystemExit) as exc:
+        run_cli(lambda: main(argv))
+    return exc.value.code
+
+
+def logits_for(checkpoint: Path, image_path: Path) -> torch.Tensor:
+    net, meta = load_network(checkpoint)
+    transform = build_eval_transform(
+        meta.image_size, meta.grayscale, meta.normalize, meta.mean, meta.std
+    )
+    with torch.inference_mode():
+        return net(transform(load_image(image_path)).unsqueeze(0))[0]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ---- evaluate.py ----------------------------------------------------------------------------------
+def test_evaluate_matches_logged_validation_and_writes_files(run, capsys):
+    result, _ = run
+    assert exit_code(evaluate_cli.main, ["--checkpoint", str(result.best_checkpoint)]) == 0
+    assert "top-1" in capsys.readouterr().out
+
+    out = result.run_dir / "evaluation"  # the default: inside the run folder
+    metrics = json.loads((out / "metrics.json").read_text())
+    epoch = read_checkpoint(result.best_checkpoint)["epoch"]
+    logged = next(r for r in read_csv(result.metrics_csv) if int(r["epoch"]) == epoch)
+    assert metrics["top1"] == pytest.approx(float(logged["valid_acc"]), abs=1e-4)
+    # The run's own loss (LabelSmoothingCrossEntropy in the template), as logged.
+    assert metrics["loss_function"] == "LabelSmoothingCrossEntropy"
+    assert metrics["loss"] == pytest.approx(float(logged["valid_loss"]), abs=1e-4)
+    assert {"loss", "top1", "top5", "num_images", "split", "checkpoint"} <= metrics.keys()
+    assert metrics["num_images"] == 6 and metrics["split"] == "test"
+    assert metrics["top5_k"] == 3 and metrics["top5"] == pytest.approx(1.0)  # 3 classes only
+
+    per_class = read_csv(out / "per_class.csv")
+    assert list(per_class[0]) == ["class_id", "class_name", "images", "correct", "accuracy"]
+    assert [int(r["class_id"]) for r in per_class] == [0, 1, 2]
+    assert sum(int(r["images"]) for r in per_class) == 6
+    correct = sum(int(r["correct"]) for r in per_class)
+    assert correct / 6 == pytest.approx(metrics["top1"], abs=1e-6)
+
+    confused = read_csv(out / "most_confused.csv")
+    assert len(confused) <= 20
+    for row in confused:
+        assert row["true_class_id"] != row["predicted_class_id"]
+        assert row["true_class_name"] and row["predicted_class_name"] and int(row["count"]) > 0
+    assert sum(int(r["count"]) for r in confused) == 6 - correct  # 3 classes: all pairs fit
+
+    with Image.open(out / "confusion.png") as png:
+        assert png.format == "PNG" and png.width > 300
+
+
+def test_evaluate_json_output(run, tmp_path, capsys):
+    result, prepared = run
+    argv = ["--checkpoint", str(result.best_checkpoint), "-d", str(prepared)]
+    argv += ["--split", "train", "--batch-size", "5", "--out", str(tmp_path), "--json"]
+    assert exit_code(evaluate_cli.main, argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((tmp_path / "metrics.json").read_text())
+    assert printed["split"] == "train" and printed["num_images"] == 12
+    assert 0.0 <= printed["top1"] <= printed["top5"] <= 1.0
+
+
+def test_evaluate_needs_data_path_without_run_config(run, tmp_path):
+    result, _ = run
+    lone = tmp_path / "lone.ckpt"  # no config.yml beside it
+    shutil.copy(result.best_checkpoint, lone)
+    with pytest.raises(UserError, match="-d DATA_PATH"):
+        evaluate_cli.main(["--checkpoint", str(lone)])
+
+
+# ---- predict.py -----------------------------------------------------------------------------------
+def test_predict_top1_is_the_model_argmax(run, capsys):
+    result, prepared = run
+    image = sorted((prepared / "test").iterdir())[0]
+    argv = ["--checkpoint", str(result.best_checkpoint), str(image), "--top-k", "10", "--json"]
+    assert exit_code(predict_cli.main, argv) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["path"] == str(image)
+    preds = entry["predictions"]
+    assert len(preds) == 3  # top-k is capped at the number of classes
+    assert sum(p["probability"] for p in preds) == pytest.approx(1.0, abs=1e-6)
+    assert [p["probability"] for p in preds] == sorted(
+        (p["probability"] for p in preds), reverse=True
+    )
+    logits = logits_for(result.best_checkpoint, image)
+    assert preds[0]["class_id"] == int(logits.argmax())
+    probs = torch.softmax(logits.double(), 0)
+    assert preds[0]["probability"] == pytest.approx(float(probs.max()), abs=1e-6)
+    _, meta = load_network(result.best_checkpoint)
+    assert preds[0]["class_name"] == meta.class_names[preds[0]["class_id"]]
+
+
+def test_predict_reports_broken_files_and_predicts_the_rest(run, tmp_path, capsys):
+    result, prepared = run
+    good = sorted((prepared / "test").iterdir())[:2]
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for path in good:
+        shutil.copy(path, folder / path.name.upper())  # upper-case extension still counts
+    (folder / "zz_text.jpg").write_text("not an image")
+    data = good[0].read_bytes()
+    (folder / "zz_truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "notes.txt").write_text("ignored: not an image extension")
+
+    argv = ["--checkpoint", str(result.best_checkpoint), str(folder)]
+    assert exit_code(predict_cli.main, argv) == 1
+    captured = capsys.readouterr()
+    assert "zz_text.jpg" in captured.err and "zz_truncated.jpg" in captured.err
+    assert "notes.txt" not in captured.err + captured.out
+    for path in good:
+        assert path.name.upper() in captured.out
+
+    from utils.prediction import predict_paths
+
+    results, failures = predict_paths(result.best_checkpoint, [folder], top_k=1)
+    assert [Path(r["path"]).name for r in results] == sorted(p.name.upper() for p in good)
+    assert sorted(Path(f["path"]).name for f in failures) == ["zz_text.jpg", "zz_truncated.jpg"]
+    assert all(f["error"] for f in failures)
+
+
+def test_predict_grayscale_and_cmyk(run, tmp_path):
+    result, _ = run
+    from utils.prediction import predict_paths
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for mode, suffix in (("L", "jpg"), ("L", "png"), ("CMYK", "jpg"), ("RGBA", "png")):
+        channels = {"L": 1, "CMYK": 4, "RGBA": 4}[mode]
+        pixels = rng.integers(0, 256, size=(50, 70, channels), dtype=np.uint8)
+        img = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode=mode)
+        path = tmp_path / f"{mode.lower()}.{suffix}"
+        img.save(path)
+        paths.append(path)
+    results, failures = predict_paths(result.best_checkpoint, paths, top_k=2, device="cpu")
+    assert failures == []
+    assert [r["path"] for r in results] == [str(p) for p in paths]
+    cmyk = paths[2]
+    assert results[2]["predictions"][0]["class_id"] == int(
+        logits_for(result.best_checkpoint, cmyk).argmax()
+    )
+
+
+# ---- export_model.py ------------------------------------------------------------------------------
+def test_onnx_export_metadata(run, onnx_export):
+    result, _ = run
+    assert onnx_export.path == result.run_dir / "export" / "model.onnx"
+    assert onnx_export.max_abs_diff <= 1e-4
+    assert onnx_export.size_mb > 0 and onnx_export.latency_ms_runtime > 0
+    model = onnx.load(str(onnx_export.path))
+    props = {p.key: p.value for p in model.metadata_props}
+    parsed = {key: json.loads(props[key]) for key in METADATA_KEYS}
+    _, meta = load_network(result.best_checkpoint)
+    assert parsed["class_names"] == meta.class_names
+    assert parsed["image_size"] == [64, 64]
+    assert parsed["mean"] == pytest.approx([0.4707, 0.4602, 0.4550])
+    assert parsed["std"] == pytest.approx([0.2594, 0.2585, 0.2635])
+    assert parsed["grayscale"] is False
+    assert not list(onnx_export.path.parent.glob("*.tmp"))
+    assert not list(onnx_export.path.parent.glob("*.data"))  # weights inside the one file
+
+
+def test_onnx_export_matches_torch_at_batch_1_and_3(run, onnx_export):
+    result, _ = run
+    net, _ = load_network(result.best_checkpoint)
+    session = ort.InferenceSession(str(onnx_export.path), providers=["CPUExecutionProvider"])
+    (model_input,) = session.get_inputs()
+    assert model_input.name == "images"
+    generator = torch.Generator().manual_seed(1)
+    for batch in (1, 3):
+        images = torch.rand(batch, 3, 64, 64, generator=generator)
+        with torch.inference_mode():
+            expected = net(images).numpy()
+        (got,) = session.run(None, {"images": images.numpy()})
+        assert got.shape == (batch, 3)
+        assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_onnx_low_opset_and_fallback_use_the_legacy_exporter(run, tmp_path, monkeypatch):
+    result, _ = run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated dynamo exporter failure")
+
+    monkeypatch.setattr(export_module, "_export_dynamo", broken)
+    report = export_checkpoint(result.best_checkpoint, output=tmp_path, latency_runs=1)
+    assert report.path == tmp_path / "model.onnx" and report.exporter == "torch.onnx legacy"
+    assert report.max_abs_diff <= 1e-4  # checked at batch 1 and 3: the batch axis is dynamic
+    model = onnx.load(str(report.path))
+    assert {p.key for p in model.metadata_props} >= set(METADATA_KEYS)
+
+    monkeypatch.setattr(export_module, "LATENCY_BUDGET_S", 0.0)
+    argv = ["--checkpoint", str(result.best_checkpoint), "--opset", "17"]
+    assert exit_code(export_cli.main, [*argv, "--output", str(tmp_path / "m17.onnx")]) == 0
+    assert onnx.load(str(tmp_path / "m17.onnx")).opset_import[0].version == 17
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_torchscript_export_loads_and_matches(run, tmp_path, monkeypatch, capsys):
+    result, _ = run
+    monkeypatch.setattr(export_module, "LATENCY_BUDGET_S", 0.0)  # few timing runs in tests
+    output = tmp_path / "model.pt"
+    argv = ["--checkpoint", str(result.best_checkpoint), "--format", "torchscript"]
+    assert exit_code(export_cli.main, [*argv, "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "MB" in printed and "TorchScript" in printed and "PyTorch eager" in printed
+
+    module = torch.jit.load(str(output))
+    net, meta = load_network(result.best_checkpoint)
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        assert (module(images) - net(images)).abs().max() <= 1e-4
+    stored = read_torchscript_metadata(output)
+    assert json.loads(stored["class_names"]) == meta.class_names
+    assert json.loads(stored["grayscale"]) is False
+
+
+def test_export_that_fails_its_check_leaves_no_file(run, tmp_path, monkeypatch):
+    result, _ = run
+    monkeypatch.setattr(export_module, "TOLERANCE", -1.0)  # every export now "differs"
+    output = tmp_path / "model.pt"
+    with pytest.raises(UserError, match="not kept"):
+        export_checkpoint(result.best_checkpoint, "torchscript", output, latency_runs=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- user errors ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("main", "extra"),
+    [(evaluate_cli.main, []), (predict_cli.main, ["some.jpg"]), (export_cli.main, [])],
+)
+def test_missing_checkpoint_exits_2(main, extra, tmp_path, capsys):
+    argv = ["--checkpoint", str(tmp_path / "missing.ckpt"), *extra]
+    assert exit_code(main, argv) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("script", ["evaluate.py", "predict.py", "export_model.py"])
+def test_script_exit_code_without_traceback(script, tmp_path, monkeypatch, capsys):
+    """The scripts' ``__main__`` blocks, run as ``python SCRIPT ...`` would run them."""
+    argv = [script, "--checkpoint", str(tmp_path / "no.ckpt")]
+    monkeypatch.setattr(sys, "argv", argv + (["x.jpg"] if script == "predict.py" else []))
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
+
+
+def test_bad_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        predict_cli.main(["--checkpoint", "x.ckpt"])  # no PATH
+    assert exc.value.code == 2
+    assert "PATH" in capsys.readouterr().err
