@@ -40,6 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="data loading processes (default: CPUs, max 8)",
     )
     parser.add_argument("--json", action="store_true", help="print metrics.json to stdout")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser.parse_args(argv)
 
 
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
         out_dir=args.out,
         device=args.device,
         num_workers=args.num_workers,
+        progress=not args.no_progress,
     )
     out_dir = result.pop("out_dir")
     if args.json:

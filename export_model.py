@@ -41,7 +41,7 @@ def main(argv=None) -> int:
         f"  check: max |logit difference| vs PyTorch {report.max_abs_diff:.2e} (batches of 1 and 3)"
     )
     print(
-        f"  CPU latency at batch 1 (median): {runtime} {report.latency_ms_runtime:.2f} ms, "
+        f"  CPU latency at batch 1, one thread (median): {runtime} {report.latency_ms_runtime:.2f} ms, "
         f"PyTorch eager {report.latency_ms_eager:.2f} ms"
     )
     return 0

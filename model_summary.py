@@ -22,31 +22,45 @@ _OUT_CHANNELS_KEYS = ("out_channels", "output_channels")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "-c", "--config", default=None,
+        "-c",
+        "--config",
+        default=None,
         help=f"config file (default: {DEFAULT_CONFIG}, or config_template.yml when "
         f"{DEFAULT_CONFIG} does not exist)",
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
-        "--architecture", nargs="+", metavar="NAME",
+        "--architecture",
+        nargs="+",
+        metavar="NAME",
         help="architecture key(s) from models/arch_dict.py (default: the config's)",
     )
     which.add_argument("--all", action="store_true", help="every architecture")
     parser.add_argument(
-        "--image-size", nargs=2, type=int, metavar=("H", "W"),
+        "--image-size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
         help="input size (default: the config's image_size)",
     )
     parser.add_argument("--num-classes", type=int, default=196, help="output classes (196)")
     parser.add_argument(
-        "--img-channels", type=int, default=None,
+        "--img-channels",
+        type=int,
+        default=None,
         help="input channels (default: 1 if the config converts to grayscale, else 3)",
     )
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config key, e.g. --set out_channels=1280 (repeatable)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=10,
+        "--repeats",
+        type=int,
+        default=10,
         help="forward passes timed per architecture; the median is reported (0: skip)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list instead")

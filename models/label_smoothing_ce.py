@@ -28,9 +28,7 @@ class LabelSmoothingCrossEntropy(_Loss):
 
     def __init__(self, epsilon: float = 0.1, reduction: str = "mean"):
         if reduction not in REDUCTIONS:
-            raise ValueError(
-                f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}"
-            )
+            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
         try:
             epsilon = float(epsilon)
         except (TypeError, ValueError):

@@ -110,9 +110,7 @@ def format_table(rows: list[dict]) -> str:
     )
 
 
-def _check_sizes(
-    num_classes: int, img_channels: int, image_size, repeats: int
-) -> tuple[int, int]:
+def _check_sizes(num_classes: int, img_channels: int, image_size, repeats: int) -> tuple[int, int]:
     if len(image_size) != 2:
         raise UserError(f"image size must be two numbers, height and width; got {image_size}.")
     for label, value in (

@@ -16,10 +16,25 @@ from models.summary import count_parameters
 from utils.errors import UserError
 
 EXPECTED_KEYS = [
-    "sq_10", "sq_11", "sqnxt_1", "sqnxt_1v5", "sqnxt_2", "sqnxt_2v5", "mob_v2",
+    "sq_10",
+    "sq_11",
+    "sqnxt_1",
+    "sqnxt_1v5",
+    "sqnxt_2",
+    "sqnxt_2v5",
+    "mob_v2",
     *[f"eff_b{i}" for i in range(8)],
-    "ghost", "hard_39", "hard_39dw", "hard_68", "hard_68dw", "hard_85", "hard_85dw",
-    "shuff_v2_x05", "shuff_v2_x10", "shuff_v2_x15", "shuff_v2_x20",
+    "ghost",
+    "hard_39",
+    "hard_39dw",
+    "hard_68",
+    "hard_68dw",
+    "hard_85",
+    "hard_85dw",
+    "shuff_v2_x05",
+    "shuff_v2_x10",
+    "shuff_v2_x15",
+    "shuff_v2_x20",
 ]
 # The biggest networks (over 2.5 GMACs at 227x227) are marked slow: `-m "not slow"` skips them.
 SLOW_KEYS = {"eff_b5", "eff_b6", "eff_b7", "hard_85"}

@@ -71,6 +71,13 @@ def test_both_spellings_of_out_channels_are_one_setting():
     assert "one setting" in config_error(raw)
 
 
+def test_override_replaces_either_spelling():
+    assert (
+        validate_config(apply_overrides(template_dict(), ["out_channels=1280"])).out_channels
+        == 1280
+    )
+
+
 def test_overrides_parse_yaml_and_reach_into_mappings():
     raw = apply_overrides(
         template_dict(),

@@ -119,8 +119,13 @@ def test_width_mult_changes_size():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"num_classes": 0}, {"img_channels": 0}, {"out_channels": 0}, {"dropout": 1.0},
-     {"width_mult": 0}],
+    [
+        {"num_classes": 0},
+        {"img_channels": 0},
+        {"out_channels": 0},
+        {"dropout": 1.0},
+        {"width_mult": 0},
+    ],
 )
 def test_invalid_arguments(kwargs):
     with pytest.raises(ValueError):

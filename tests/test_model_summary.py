@@ -24,8 +24,12 @@ def _one_thread():
 
 def test_summarize_ghost_imagenet():
     (row,) = summarize(
-        ["ghost"], num_classes=1000, img_channels=3, image_size=(224, 224),
-        options={"out_channels": 1280, "dropout": 0.2}, repeats=1,
+        ["ghost"],
+        num_classes=1000,
+        img_channels=3,
+        image_size=(224, 224),
+        options={"out_channels": 1280, "dropout": 0.2},
+        repeats=1,
     )
     assert row["architecture"] == "ghost"
     assert row["params"] == 5_183_016
@@ -34,9 +38,7 @@ def test_summarize_ghost_imagenet():
 
 
 def test_summarize_ignores_ghost_options_for_other_architectures():
-    rows = summarize(
-        ["sq_11", "ghost"], 196, 1, [227, 227], {"out_channels": 320}, repeats=0
-    )
+    rows = summarize(["sq_11", "ghost"], 196, 1, [227, 227], {"out_channels": 320}, repeats=0)
     assert [r["architecture"] for r in rows] == ["sq_11", "ghost"]
     assert rows[1]["params"] == 3_041_412 - 2 * 16 * 9
     assert rows[0]["latency_ms"] is None
@@ -59,8 +61,17 @@ def test_summarize_errors(kwargs):
 
 def test_main_template_ghost(capsys):
     code = model_summary.main(
-        ["-c", str(TEMPLATE_PATH), "--architecture", "ghost", "--num-classes", "196",
-         "--repeats", "1", "--json"]
+        [
+            "-c",
+            str(TEMPLATE_PATH),
+            "--architecture",
+            "ghost",
+            "--num-classes",
+            "196",
+            "--repeats",
+            "1",
+            "--json",
+        ]
     )
     assert code == 0
     rows = json.loads(capsys.readouterr().out)
@@ -70,9 +81,22 @@ def test_main_template_ghost(capsys):
 
 def test_main_imagenet_ghost(capsys):
     model_summary.main(
-        ["-c", str(TEMPLATE_PATH), "--architecture", "ghost", "--num-classes", "1000",
-         "--set", "out_channels=1280", "--image-size", "224", "224", "--repeats", "1",
-         "--json"]
+        [
+            "-c",
+            str(TEMPLATE_PATH),
+            "--architecture",
+            "ghost",
+            "--num-classes",
+            "1000",
+            "--set",
+            "out_channels=1280",
+            "--image-size",
+            "224",
+            "224",
+            "--repeats",
+            "1",
+            "--json",
+        ]
     )
     (row,) = json.loads(capsys.readouterr().out)
     assert row["params"] == 5_183_016

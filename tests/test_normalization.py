@@ -7,8 +7,12 @@ from utils.normalization import compute_normalization_params
 
 @pytest.mark.parametrize("grayscale", [False, True])
 def test_params_match_a_direct_computation(prepared_data, grayscale):
-    params = compute_normalization_params(prepared_data, image_size=[24, 24], grayscale=grayscale, batch_size=5)
-    dataset = StanfordCarsDataset(prepared_data, "train", image_size=[24, 24], convert_to_grayscale=grayscale)
+    params = compute_normalization_params(
+        prepared_data, image_size=[24, 24], grayscale=grayscale, batch_size=5
+    )
+    dataset = StanfordCarsDataset(
+        prepared_data, "train", image_size=[24, 24], convert_to_grayscale=grayscale
+    )
     stacked = torch.stack([dataset[i][0] for i in range(len(dataset))])
     dims = (0, 2, 3)
     assert params["mean"] == pytest.approx(stacked.mean(dim=dims).tolist(), abs=1e-4)

@@ -36,6 +36,7 @@ DEFAULT_CONFIG = "config.yml"
 SECRET_KEYS = ("neptune_api_token",)
 REDACTED = "***"
 LAMBDA_SCHEDULERS = ("LambdaLR", "MultiplicativeLR")
+_SPELLINGS = {"out_channels": "output_channels", "output_channels": "out_channels"}
 
 
 class NormParams(BaseModel):
@@ -416,6 +417,8 @@ def apply_overrides(raw: dict, overrides) -> dict:
             raise UserError(
                 f"--set '{item}': the value is not valid YAML ({err}). Quote it or fix it."
             ) from None
+        if key in _SPELLINGS:  # an override replaces the setting under either spelling
+            raw.pop(_SPELLINGS[key], None)
         target = raw
         parts = key.split(".")
         for part in parts[:-1]:

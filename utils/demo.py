@@ -24,6 +24,7 @@ DEMO_OVERRIDES = (
     "image_augmentations.ColorJitter.hue=0",
     "accelerator=cpu",
     "devices=1",
+    "num_workers=0",  # decoding 64-pixel images is cheaper than feeding worker processes
 )
 
 
@@ -42,7 +43,9 @@ def run_demo(demo_dir: str | Path, epochs: int | None = None, classes: int = 6) 
     print(f"[1/6] Building a sample Stanford Cars download ('updated' format) in {raw_dir}")
     if raw_dir.exists():
         shutil.rmtree(raw_dir)
-    make_sample_raw(raw_dir, layout="updated", num_classes=classes, train_per_class=12, test_per_class=6)
+    make_sample_raw(
+        raw_dir, layout="updated", num_classes=classes, train_per_class=12, test_per_class=6
+    )
 
     print(f"[2/6] Preparing it into {data_dir}")
     prepare_dataset(raw_dir, data_dir, force=True, progress=False)
@@ -59,7 +62,9 @@ def run_demo(demo_dir: str | Path, epochs: int | None = None, classes: int = 6) 
     config = load_config(TEMPLATE_PATH, overrides)
     config_path = write_yaml_atomic(demo_dir / "config.yml", config.to_public_dict())
     setup_logging(config.logging_dir, "WARNING")
-    print(f"[3/6] Training GhostNet for {config.num_epochs} epochs on the CPU (config: {config_path})")
+    print(
+        f"[3/6] Training GhostNet for {config.num_epochs} epochs on the CPU (config: {config_path})"
+    )
     result = run_training(config, progress_bar=True)
     summary = result.summary
     print(
@@ -82,7 +87,9 @@ def _after_training(checkpoint: Path, data_dir: Path) -> dict:
 
     print(f"[4/6] Evaluating {checkpoint.name} on the test split")
     metrics = evaluate_checkpoint(checkpoint, data_path=data_dir, split="test")
-    print(f"      top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%}, loss {metrics['loss']:.4f}")
+    print(
+        f"      top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%}, loss {metrics['loss']:.4f}"
+    )
     print(f"      outputs in:      {metrics['out_dir']}")
 
     images = sorted((data_dir / "test").iterdir())[:3]

@@ -25,8 +25,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from models.checkpoint import CheckpointMeta, load_network, read_checkpoint
 from utils.errors import UserError
-from utils.files import write_json_atomic, write_text_atomic
+from utils.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +123,7 @@ def evaluate_checkpoint(
     *,
     device: str = "auto",
     num_workers: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``split`` of the prepared data; write the four result files to
     ``out_dir`` and return the content of ``metrics.json`` (plus ``out_dir``)."""
@@ -177,6 +176,10 @@ def evaluate_checkpoint(
     confusion = MulticlassConfusionMatrix(num_classes=k).to(dev)
     net.to(dev)
     loss_fn.to(dev)
+    if progress:
+        from tqdm import tqdm
+
+        loader = tqdm(loader, desc=f"evaluating on {split}", unit="batch", leave=False)
     with torch.inference_mode():
         for images, labels in loader:
             images, labels = images.to(dev), labels.to(dev)
@@ -201,7 +204,12 @@ def evaluate_checkpoint(
         "loss_function": loss_name,
         "data_path": str(Path(data_path).resolve()),
     }
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"cannot create the output folder '{out}' ({err}). Pass a writable folder with --out."
+        ) from None
     write_json_atomic(out / "metrics.json", metrics)
     write_per_class(out / "per_class.csv", matrix, meta.class_names)
     write_most_confused(out / "most_confused.csv", matrix, meta.class_names)
@@ -329,26 +337,3 @@ def plot_confusion(
 def _short_name(index: int, name: str, width: int = 28) -> str:
     text = f"{index}: {name}"
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Binary twin of ``utils.files.write_text_atomic``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        give_umask_permissions(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def give_umask_permissions(path: Path) -> None:
-    """``mkstemp`` makes owner-only files; give a result file the usual permissions (umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)

@@ -24,6 +24,7 @@ absolute logit difference at most ``TOLERANCE``) and only then renamed into plac
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -42,7 +43,8 @@ import torch
 
 from models.checkpoint import CheckpointMeta, load_network
 from utils.errors import UserError
-from utils.evaluation import checkpoint_run_dir, give_umask_permissions
+from utils.evaluation import checkpoint_run_dir
+from utils.files import give_umask_permissions
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ class ExportReport:
     size_mb: float  # 10^6 bytes
     max_abs_diff: float
     latency_ms_runtime: float  # ONNX Runtime or the loaded TorchScript module, batch 1, median
-    latency_ms_eager: float  # PyTorch eager, batch 1, median
+    latency_ms_eager: float  # PyTorch eager, batch 1, median (both on one CPU thread)
     exporter: str = ""
     opset: int | None = None
 
@@ -110,9 +112,27 @@ def export_checkpoint(
     net, meta = load_network(checkpoint)
     net = net.cpu().eval()  # BatchNorm1d in GhostNet's classifier needs eval mode
     path = _output_path(checkpoint, fmt, output)
+    # One CPU thread throughout: latencies comparable between runtimes, and stable on a busy
+    # machine (where PyTorch's multi-threaded small ops can slow down a hundredfold).
+    with _one_torch_thread():
+        return _export_verified(net, meta, path, fmt, opset, latency_runs)
+
+
+def _export_verified(
+    net: torch.nn.Module,
+    meta: CheckpointMeta,
+    path: Path,
+    fmt: str,
+    opset: int | None,
+    latency_runs: int,
+) -> ExportReport:
+    """Write to a temporary file, check it against ``net``, time both, rename into place."""
     generator = torch.Generator().manual_seed(0)
     h, w = meta.image_size
     example = torch.rand(2, meta.img_channels, h, w, generator=generator)
+    image = torch.rand(1, meta.img_channels, h, w, generator=generator)
+    with torch.inference_mode():
+        latency_eager = _median_ms(lambda: net(image), latency_runs)
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,10 +169,7 @@ def export_checkpoint(
                 f"(allowed: {TOLERANCE}); the export was not kept. Try the other --format (or "
                 "another --opset) and report the problem."
             )
-        image = torch.rand(1, meta.img_channels, h, w, generator=generator)
         latency_runtime = _median_ms(lambda: runner(image.numpy()), latency_runs)
-        with torch.inference_mode():
-            latency_eager = _median_ms(lambda: net(image), latency_runs)
         give_umask_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -260,7 +277,10 @@ def _onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime as ort
 
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # latency is measured on one thread (see above)
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:
         raise UserError(
             f"ONNX Runtime cannot load the exported model ({type(err).__name__}: {err}); the "
@@ -306,6 +326,16 @@ def read_torchscript_metadata(path: str | Path) -> dict[str, str]:
 
 
 # ---- timing -------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _median_ms(fn: Callable[[], Any], runs: int = LATENCY_RUNS) -> float:
     """Median wall time of ``fn`` in milliseconds after warm-up; stops early after
     ``LATENCY_BUDGET_S`` (at least 5 timed runs, or ``runs`` when fewer)."""

@@ -21,7 +21,9 @@ def compute_normalization_params(
 ) -> dict[str, list[float]]:
     """Mean and std of every pixel after resizing (and grayscale conversion), as the network
     sees the images before Normalize; rounded to 4 places like the thesis's values."""
-    dataset = StanfordCarsDataset(data_path, split, image_size=image_size, convert_to_grayscale=grayscale)
+    dataset = StanfordCarsDataset(
+        data_path, split, image_size=image_size, convert_to_grayscale=grayscale
+    )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     channels = 1 if grayscale else 3
     total = torch.zeros(channels, dtype=torch.float64)
@@ -34,4 +36,7 @@ def compute_normalization_params(
         count += pixels.shape[1]
     mean = total / count
     std = (total_sq / count - mean**2).clamp_min(0).sqrt()
-    return {"mean": [round(v, 4) for v in mean.tolist()], "std": [round(v, 4) for v in std.tolist()]}
+    return {
+        "mean": [round(v, 4) for v in mean.tolist()],
+        "std": [round(v, 4) for v in std.tolist()],
+    }

@@ -11,6 +11,7 @@ import csv
 import importlib.util
 import io
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,22 @@ def build_datamodule(config: Config, data_path: str | Path | None = None) -> Sta
     )
 
 
+def _share_cpu_with_loader_workers(config: Config, num_workers: int) -> None:
+    """On the CPU, leave a core to each loader worker: torch's OpenMP threads spin while they
+    wait, and competing with busy workers for the same cores slows training many times over."""
+    if config.accelerator not in ("cpu", "auto") or torch.cuda.is_available():
+        return
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    threads = max(1, cores - num_workers)
+    if threads < torch.get_num_threads():
+        log.info(
+            "training on the CPU with %d thread(s) beside %d loader worker(s)", threads, num_workers
+        )
+        torch.set_num_threads(threads)
+
+
 def count_parameters(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
@@ -134,6 +151,7 @@ def run_training(config: Config, progress_bar: bool = True) -> RunResult:
             "nothing is sent there. Every metric is kept in the run folder's metrics.csv."
         )
     data = build_datamodule(config)
+    _share_cpu_with_loader_workers(config, data.num_workers)
     net = build_network(
         config.architecture, data.num_classes, config.img_channels, **config.arch_options()
     )

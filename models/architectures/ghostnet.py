@@ -64,8 +64,13 @@ def _depthwise_bn(channels: int, kernel_size: int, stride: int, relu: bool) -> n
     """Depthwise kxk convolution (padding k//2, no bias) + BatchNorm, optionally + ReLU."""
     layers: list[nn.Module] = [
         nn.Conv2d(
-            channels, channels, kernel_size, stride, kernel_size // 2,
-            groups=channels, bias=False,
+            channels,
+            channels,
+            kernel_size,
+            stride,
+            kernel_size // 2,
+            groups=channels,
+            bias=False,
         ),
         nn.BatchNorm2d(channels),
     ]
@@ -119,8 +124,13 @@ class GhostModule(nn.Module):
         ]
         cheap: list[nn.Module] = [
             nn.Conv2d(
-                init_channels, new_channels, dw_size, 1, dw_size // 2,
-                groups=init_channels, bias=False,
+                init_channels,
+                new_channels,
+                dw_size,
+                1,
+                dw_size // 2,
+                groups=init_channels,
+                bias=False,
             ),
             nn.BatchNorm2d(new_channels),
         ]

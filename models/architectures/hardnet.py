@@ -103,9 +103,7 @@ def harmonic_links(layer: int) -> list[int]:
 class HarDBlock(nn.Module):
     """A harmonic densely connected block."""
 
-    def __init__(
-        self, inp: int, growth: int, multiplier: float, n_layers: int, depthwise: bool
-    ):
+    def __init__(self, inp: int, growth: int, multiplier: float, n_layers: int, depthwise: bool):
         super().__init__()
         widths = [inp]  # widths[k]: channels produced by layer k (0 = block input)
         self.links: list[list[int]] = []
@@ -116,7 +114,9 @@ class HarDBlock(nn.Module):
             width = int(int(width + 1) / 2) * 2  # round to an even channel count
             in_width = sum(widths[i] for i in links)
             if depthwise:
-                layers.append(nn.Sequential(_conv_bn_relu6(in_width, width, 1), _depthwise_bn(width)))
+                layers.append(
+                    nn.Sequential(_conv_bn_relu6(in_width, width, 1), _depthwise_bn(width))
+                )
             else:
                 layers.append(_conv_bn_relu6(in_width, width, 3))
             self.links.append(links)

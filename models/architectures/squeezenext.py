@@ -43,7 +43,10 @@ SQUEEZENEXT_BLOCKS = {"v1": (6, 6, 8, 1), "v5": (2, 4, 14, 1)}
 
 
 def _conv_bn_relu(
-    inp: int, oup: int, kernel_size: int | tuple[int, int], stride: int = 1,
+    inp: int,
+    oup: int,
+    kernel_size: int | tuple[int, int],
+    stride: int = 1,
     padding: int | tuple[int, int] = 0,
 ) -> nn.Sequential:
     return nn.Sequential(
