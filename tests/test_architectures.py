@@ -78,7 +78,7 @@ def test_forward_backward_227(name, img_channels):
 
 
 # Parameter counts at 1000 classes (224x224 does not matter for parameters) next to what the
-# papers report (see models/ARCHITECTURES.md).
+# papers report (see the README, "Architectures").
 PAPER_PARAMS_M = {
     "sq_10": 1.25,
     "sqnxt_1": 0.72,
