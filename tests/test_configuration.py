@@ -117,7 +117,10 @@ def test_bad_override_is_a_user_error(item):
         ({"lr_scheduler": "MultiStepLr"}, ["key 'lr_scheduler'", "did you mean 'MultiStepLR'"]),
         ({"loss_function": "CrossEntropy"}, ["key 'loss_function'", "did you mean"]),
         ({"loss_function": "Module"}, ["key 'loss_function'"]),
-        ({"architecture": "ghostnet"}, ["key 'architecture'", "did you mean 'ghost'"]),
+        (
+            {"architecture": "ghostnet"},
+            ["key 'architecture'", "did you mean 'ghost'", "sq_10", "shuff_v2_x20"],
+        ),
         (
             {"image_augmentations": {"RandomAfine": {"degrees": 3}}},
             ["image_augmentations", "did you mean 'RandomAffine'"],

@@ -148,6 +148,47 @@ def test_early_stopping_stops_and_is_recorded(fast_config):
     assert result.summary["epochs_run"] == 4  # best at epoch 0, then 3 epochs without improvement
 
 
+def test_train_cli_trains_a_non_ghostnet_architecture(tmp_path, prepared_data):
+    import train
+
+    code = train.main(
+        [
+            "-c",
+            str(ROOT / "config_template.yml"),
+            "-d",
+            str(prepared_data),
+            "--set",
+            "architecture=shuff_v2_x05",
+            "--set",
+            "dropout=null",
+            "--set",
+            "out_channels=null",
+            "--set",
+            "num_epochs=1",
+            "--set",
+            "image_size=[64,64]",
+            "--set",
+            "batch_size=6",
+            "--set",
+            "num_workers=0",
+            "--set",
+            "accelerator=cpu",
+            "--set",
+            f"output_path={tmp_path / 'output'}",
+            "--set",
+            f"logging_dir={tmp_path / 'logs'}",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    run = next((tmp_path / "output").iterdir())
+    assert run.name.startswith("shuff_v2_x05_")
+    net, meta = load_network(run / "checkpoints" / "best.ckpt")
+    assert meta.architecture == "shuff_v2_x05" and meta.arch_options == {}
+    assert net(torch.zeros(1, 3, 64, 64)).shape == (1, 3)
+    logging.getLogger().handlers.clear()
+
+
 @pytest.mark.slow
 def test_train_cli_end_to_end_with_log_file(tmp_path, prepared_data):
     config = tmp_path / "config.yml"

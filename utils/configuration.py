@@ -187,9 +187,10 @@ class Config(BaseModel):
         from models.arch_dict import ARCHITECTURES
 
         if value not in ARCHITECTURES:
-            raise ValueError(
-                f"'{value}' is not a known architecture; {names.closest(value, ARCHITECTURES)}"
-            )
+            hint = names.closest(value, ARCHITECTURES)
+            if not hint.startswith("valid names"):
+                hint += " Valid names: " + ", ".join(ARCHITECTURES)
+            raise ValueError(f"'{value}' is not a known architecture; {hint}")
         return value
 
     @field_validator("optimizer")
