@@ -5,12 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from datasets.sample_data import make_sample_raw
 from datasets.stanford_utils import prepare_dataset
 from utils.configuration import TEMPLATE_PATH, load_config
 
 NUM_CLASSES = 3
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """One intra-op thread for the whole suite: GhostNet's many small ops gain little from a
+    second thread, and on a busy 2-core machine two threads spin against each other and run
+    several times slower. Subprocesses (the CLI tests) keep torch's default."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

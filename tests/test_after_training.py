@@ -33,16 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 METADATA_KEYS = ("class_names", "image_size", "mean", "std", "grayscale")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: GhostNet's many small ops run several times faster so on a busy
-    2-core machine, and this file stays quick."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """One short training run on generated data: (RunResult, prepared data folder)."""

@@ -41,16 +41,6 @@ SLOW_KEYS = {"eff_b5", "eff_b6", "eff_b7", "hard_85"}
 NUM_CLASSES = 7
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Two intra-op threads on a 2-core machine shared with other work can be many times
-    # slower than one; one thread keeps these tests' time predictable.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _keys():
     return [
         pytest.param(key, marks=pytest.mark.slow) if key in SLOW_KEYS else key

@@ -16,15 +16,6 @@ from models.architectures.ghostnet import (
 from models.summary import count_gmacs, count_parameters
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # One intra-op thread: on a small shared machine two threads can be much slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize(
     ("out_channels", "expected"),
     [

@@ -5,21 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import model_summary
 from models.summary import format_table, summarize
 from utils.configuration import TEMPLATE_PATH
 from utils.errors import UserError
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # One intra-op thread: on a small shared machine two threads can be much slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_summarize_ghost_imagenet():
