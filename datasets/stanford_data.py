@@ -162,7 +162,15 @@ class StanfordCarsDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[index]
-        img = load_image(self.image_dir / sample.fname)
+        path = self.image_dir / sample.fname
+        try:
+            img = load_image(path)
+        except (OSError, ValueError) as err:  # PIL's errors for truncated or foreign files
+            raise UserError(
+                f"image '{path}' could not be decoded ({type(err).__name__}: {err}). Prepare the "
+                "dataset again with 'python prepare_stanford_dataset.py --force', which checks "
+                "every image, or remove its row from the labels CSV."
+            ) from None
         if self.crop_to_bboxes:
             img = crop_to_bbox(img, sample.bbox, self.erase_background)
         return self.transform(img), sample.label

@@ -41,7 +41,7 @@ def prepared_data(tmp_path_factory) -> Path:
 def fast_config(tmp_path, prepared_data):
     """A config that trains GhostNet for 2 epochs on tiny images in a few seconds."""
 
-    def make(*overrides: str):
+    def make(*overrides: str, data_path=None):
         return load_config(
             TEMPLATE_PATH,
             [
@@ -54,7 +54,7 @@ def fast_config(tmp_path, prepared_data):
                 f"logging_dir={tmp_path / 'logs'}",
                 *overrides,
             ],
-            data_path=str(prepared_data),
+            data_path=str(data_path or prepared_data),
         )
 
     return make

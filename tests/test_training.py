@@ -12,6 +12,7 @@ import yaml
 
 from models.checkpoint import META_KEY, load_network, read_checkpoint
 from models.net_module import NetModule
+from utils.errors import UserError
 from utils.training import METRIC_COLUMNS, create_run_dir, run_training
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,3 +231,23 @@ def test_train_cli_end_to_end_with_log_file(tmp_path, prepared_data):
         r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - utils\.training - INFO - \d+ - run ", line
     )
     logging.getLogger().handlers.clear()
+
+
+def test_unavailable_accelerator_is_a_user_error_and_leaves_no_run(fast_config, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(UserError, match="accelerator 'gpu'"):
+        run_training(fast_config("accelerator=gpu"), progress_bar=False)
+    assert not any((tmp_path / "output").iterdir())
+
+
+def test_corrupt_image_at_training_time_is_a_user_error(fast_config, prepared_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "corrupt"
+    shutil.copytree(prepared_data, data)
+    victim = sorted((data / "train").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    config = fast_config(data_path=data)
+    with pytest.raises(UserError, match=victim.name):
+        run_training(config, progress_bar=False)

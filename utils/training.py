@@ -12,6 +12,7 @@ import importlib.util
 import io
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,14 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from datasets.stanford_data_module import StanfordCarsDataModule
 from models.arch_dict import build_network
 from models.checkpoint import CheckpointMeta
 from models.net_module import NetModule
 from utils.configuration import Config, build_loss, default_num_workers
+from utils.errors import UserError
 from utils.files import write_json_atomic, write_text_atomic, write_yaml_atomic
 from utils.logger import quiet_lightning
 
@@ -136,6 +139,29 @@ def _share_cpu_with_loader_workers(config: Config, num_workers: int) -> None:
         torch.set_num_threads(threads)
 
 
+def _make_trainer(
+    config: Config, callbacks: list, progress_bar: bool, root_dir: Path
+) -> pl.Trainer:
+    try:
+        return pl.Trainer(
+            max_epochs=config.num_epochs,
+            accelerator=config.accelerator,
+            devices=config.devices,
+            callbacks=callbacks,
+            logger=False,
+            num_sanity_val_steps=0,
+            enable_progress_bar=progress_bar,
+            enable_model_summary=False,
+            default_root_dir=root_dir,
+        )
+    except (MisconfigurationException, ValueError, RuntimeError) as err:
+        raise UserError(
+            f"accelerator '{config.accelerator}' with devices {config.devices!r} cannot be used "
+            f"on this machine ({err}). Set accelerator: auto (a GPU when there is one, else the "
+            "CPU) and devices: auto, or name devices this machine has."
+        ) from None
+
+
 def count_parameters(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
@@ -213,18 +239,25 @@ def run_training(config: Config, progress_bar: bool = True) -> RunResult:
         monitor="valid_loss", mode="min", min_delta=0.0, patience=patience
     )
     metrics_csv = MetricsCSV(run_dir / "metrics.csv")
-    trainer = pl.Trainer(
-        max_epochs=config.num_epochs,
-        accelerator=config.accelerator,
-        devices=config.devices,
-        callbacks=[metrics_csv, checkpoint, last, early_stopping],
-        logger=False,
-        num_sanity_val_steps=0,
-        enable_progress_bar=progress_bar,
-        enable_model_summary=False,
-        default_root_dir=run_dir,
-    )
-    trainer.fit(module, datamodule=data)
+    try:
+        trainer = _make_trainer(
+            config,
+            callbacks=[metrics_csv, checkpoint, last, early_stopping],
+            progress_bar=progress_bar,
+            root_dir=run_dir,
+        )
+    except UserError:
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no empty run behind
+        raise
+    try:
+        trainer.fit(module, datamodule=data)
+    except torch.OutOfMemoryError:
+        raise UserError(
+            f"the {trainer.strategy.root_device.type.upper()} ran out of memory with batch_size "
+            f"{config.batch_size} and image_size {config.image_size}. Lower batch_size (e.g. "
+            f"--set batch_size={max(1, config.batch_size // 2)}) or image_size. The run folder "
+            f"{run_dir} holds the epochs finished so far."
+        ) from None
     summary = summarize_run(
         run_dir,
         config,
