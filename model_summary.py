@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(
             f"{image_size[0]}x{image_size[1]} input, {img_channels} channel(s), "
-            f"{args.num_classes} classes; latency: batch 1, CPU, median of {args.repeats}"
+            f"{args.num_classes} classes; latency: batch 1, one CPU thread, median of {args.repeats}"
         )
         print(format_table(rows))
     return 0

@@ -8,8 +8,6 @@ no autograd) on this machine's CPU.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -18,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models.arch_dict import ARCH_DESCRIPTIONS, architecture_options, build_network
 from utils.errors import UserError
+from utils.timer import median_ms, one_torch_thread
 
 
 def count_parameters(net: nn.Module) -> int:
@@ -33,15 +32,9 @@ def count_gmacs(net: nn.Module, image: torch.Tensor) -> float:
 
 
 def measure_latency_ms(net: nn.Module, image: torch.Tensor, repeats: int) -> float:
-    """Median wall time of ``repeats`` forward passes (after one warm-up), in milliseconds."""
-    times = []
-    with torch.no_grad():
-        net(image)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            net(image)
-            times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+    """Median wall time of ``repeats`` forward passes on one CPU thread, in milliseconds."""
+    with torch.no_grad(), one_torch_thread():
+        return median_ms(lambda: net(image), repeats, warmup=1)
 
 
 def summarize(

@@ -24,14 +24,11 @@ absolute logit difference at most ``TOLERANCE``) and only then renamed into plac
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
 import os
-import statistics
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -45,6 +42,7 @@ from models.checkpoint import CheckpointMeta, load_network
 from utils.errors import UserError
 from utils.evaluation import checkpoint_run_dir
 from utils.files import give_umask_permissions
+from utils.timer import median_ms, one_torch_thread
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +112,7 @@ def export_checkpoint(
     path = _output_path(checkpoint, fmt, output)
     # One CPU thread throughout: latencies comparable between runtimes, and stable on a busy
     # machine (where PyTorch's multi-threaded small ops can slow down a hundredfold).
-    with _one_torch_thread():
+    with one_torch_thread():
         return _export_verified(net, meta, path, fmt, opset, latency_runs)
 
 
@@ -132,7 +130,9 @@ def _export_verified(
     example = torch.rand(2, meta.img_channels, h, w, generator=generator)
     image = torch.rand(1, meta.img_channels, h, w, generator=generator)
     with torch.inference_mode():
-        latency_eager = _median_ms(lambda: net(image), latency_runs)
+        latency_eager = median_ms(
+            lambda: net(image), latency_runs, warmup=min(3, latency_runs), budget_s=LATENCY_BUDGET_S
+        )
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +169,12 @@ def _export_verified(
                 f"(allowed: {TOLERANCE}); the export was not kept. Try the other --format (or "
                 "another --opset) and report the problem."
             )
-        latency_runtime = _median_ms(lambda: runner(image.numpy()), latency_runs)
+        latency_runtime = median_ms(
+            lambda: runner(image.numpy()),
+            latency_runs,
+            warmup=min(3, latency_runs),
+            budget_s=LATENCY_BUDGET_S,
+        )
         give_umask_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -326,28 +331,3 @@ def read_torchscript_metadata(path: str | Path) -> dict[str, str]:
 
 
 # ---- timing -------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _median_ms(fn: Callable[[], Any], runs: int = LATENCY_RUNS) -> float:
-    """Median wall time of ``fn`` in milliseconds after warm-up; stops early after
-    ``LATENCY_BUDGET_S`` (at least 5 timed runs, or ``runs`` when fewer)."""
-    runs = max(1, runs)
-    for _ in range(min(3, runs)):
-        fn()
-    times: list[float] = []
-    started = time.perf_counter()
-    while len(times) < runs:
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
-        if len(times) >= 5 and time.perf_counter() - started > LATENCY_BUDGET_S:
-            break
-    return statistics.median(times)
