@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if img_channels is None:
         img_channels = 1 if config.convert_to_grayscale else 3
 
+    if not args.all:
+        _reject_options_that_do_not_apply(names, _overrides(args.set))
     rows = summarize(
         names,
         num_classes=args.num_classes,
@@ -122,6 +124,27 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(format_table(rows))
     return 0
+
+
+def _reject_options_that_do_not_apply(names: list[str], overrides: list[str]) -> None:
+    """An option given on the command line for an architecture that does not take it is a
+    mistake, not something to drop silently (--all applies options where they fit)."""
+    from models.arch_dict import architecture_options
+
+    given = {item.partition("=")[0].strip() for item in overrides}
+    given = {"out_channels" if key == "output_channels" else key for key in given}
+    for name in names:
+        unused = sorted(
+            key
+            for key in given & {"dropout", "out_channels", "width_mult"}
+            if key not in architecture_options(name)
+        )
+        if unused:
+            raise UserError(
+                f"--set {', '.join(unused)} does not apply to '{name}' (only ghost takes "
+                "dropout, out_channels and width_mult). Remove it, or use --all to apply it "
+                "where it fits."
+            )
 
 
 if __name__ == "__main__":

@@ -248,3 +248,40 @@ def test_train_cli_config_error_exits_2_without_traceback(tmp_path):
         [sys.executable, str(ROOT / "train.py")], capture_output=True, text=True, cwd=tmp_path
     )
     assert missing.returncode == 2 and "config_template.yml" in missing.stderr
+
+
+def test_scientific_notation_is_a_number():
+    config = validate_config(
+        apply_overrides(template_dict(), ["optimizer_params={lr: 1e-3, weight_decay: 5e-1}"])
+    )
+    assert config.optimizer_params == {"lr": 0.001, "weight_decay": 0.5}
+
+
+def test_template_file_with_scientific_notation_loads(tmp_path):
+    path = tmp_path / "config.yml"
+    path.write_text(TEMPLATE_PATH.read_text().replace("lr: 0.001", "lr: 1e-3"))
+    assert load_config(path).optimizer_params["lr"] == 0.001
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"seed": -1}, "key 'seed'"),
+        (
+            {"lr_scheduler": "ReduceLROnPlateau", "lr_scheduler_params": {"patience": "abc"}},
+            "patience",
+        ),
+        (
+            {
+                "image_augmentations": {
+                    "LinearTransformation": {"transformation_matrix": [[1]], "mean_vector": [0]}
+                }
+            },
+            "LinearTransformation",
+        ),
+    ],
+)
+def test_values_that_would_fail_later_are_rejected_now(change, fragment):
+    raw = template_dict()
+    raw.update(change)
+    assert fragment in config_error(raw)

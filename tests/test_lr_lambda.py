@@ -54,6 +54,9 @@ def test_geometric_lambda_meets_first_milestone():
         "lambda epoch: 9.0**9**9",
         "lambda epoch: (-1)**0.5",
         "lambda epoch: 1/0",
+        "lambda epoch: floor(9e300)**floor(9e300)",
+        "lambda epoch: floor(1e300)*floor(1e300)*floor(1e300)",
+        "lambda epoch: ceil(1e308)**2",
     ],
 )
 def test_rejects_everything_but_arithmetic(source):

@@ -9,7 +9,7 @@ import pytest
 import model_summary
 from models.summary import format_table, summarize
 from utils.configuration import TEMPLATE_PATH
-from utils.errors import UserError
+from utils.errors import UserError, run_cli
 
 
 def test_summarize_ghost_imagenet():
@@ -122,3 +122,14 @@ def test_main_argparse_error_exits_2():
     with pytest.raises(SystemExit) as info:
         model_summary.main(["--image-size", "224"])
     assert info.value.code == 2
+
+
+def test_cli_rejects_a_ghost_option_for_another_architecture(capsys):
+    with pytest.raises(SystemExit) as info:
+        run_cli(
+            lambda: model_summary.main(
+                ["--architecture", "mob_v2", "--set", "dropout=0.5", "--repeats", "0"]
+            )
+        )
+    assert info.value.code == 2
+    assert "dropout" in capsys.readouterr().err

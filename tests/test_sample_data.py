@@ -6,7 +6,6 @@ import io
 import itertools
 import math
 import tarfile
-import time
 
 import numpy as np
 import pytest
@@ -155,13 +154,6 @@ def test_same_seed_same_bytes_across_layouts(tmp_path):
             assert (folder / image.file_name("extracted")).read_bytes() == data
     other = sample_images(seed=6)
     assert [i.bbox for i in other] != [i.bbox for i in sample_images(seed=5)]
-
-
-def test_fast(tmp_path):
-    start = time.perf_counter()
-    for layout in sample_data.LAYOUTS:
-        make_sample_raw(tmp_path / layout, layout, 3, train_per_class=4, test_per_class=2)
-    assert time.perf_counter() - start < 1.0
 
 
 def test_cli(tmp_path, capsys):

@@ -136,7 +136,7 @@ def test_configure_optimizers_returns_dict_with_monitor():
 
 
 def test_early_stopping_stops_and_is_recorded(fast_config):
-    # lr 0 cannot improve valid_loss, so patience 1 (plateau patience 0 x 3 -> 0 -> stop at once)
+    # lr 0 cannot improve valid_loss; plateau patience 1 gives early-stopping patience 3
     config = fast_config(
         "num_epochs=6",
         "optimizer_params={lr: 0.0}",
@@ -251,3 +251,102 @@ def test_corrupt_image_at_training_time_is_a_user_error(fast_config, prepared_da
     config = fast_config(data_path=data)
     with pytest.raises(UserError, match=victim.name):
         run_training(config, progress_bar=False)
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["image_augmentations={RandomErasing: {p: 1.0}}"], "image augmentations get PIL images"),
+        (["loss_function=MSELoss"], "loss_function"),
+        (
+            ["architecture=sq_10", "dropout=null", "out_channels=null", "image_size=[16,16]"],
+            "image_size",
+        ),
+    ],
+    ids=["tensor-transform-on-pil", "loss-without-class-indices", "image-too-small"],
+)
+def test_settings_that_cannot_train_stop_before_any_folder(
+    fast_config, tmp_path, overrides, fragment
+):
+    with pytest.raises(UserError, match=fragment):
+        run_training(fast_config(*overrides), progress_bar=False)
+    assert not (tmp_path / "output").exists() or not any((tmp_path / "output").iterdir())
+
+
+@pytest.mark.parametrize("key", ["output_path", "logging_dir"])
+def test_unwritable_output_folders_are_user_errors(tmp_path, prepared_data, key):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    config = tmp_path / "config.yml"
+    config.write_text((ROOT / "config_template.yml").read_text())
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-c",
+            str(config),
+            "-d",
+            str(prepared_data),
+            "--set",
+            f"{key}={blocker}",
+            "--set",
+            "num_epochs=1",
+            "--set",
+            "num_workers=0",
+            "--set",
+            "image_size=[32,32]",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"key '{key}'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_corrupt_image_read_by_a_loader_worker_is_one_line_error(tmp_path, prepared_data):
+    import shutil
+
+    data = tmp_path / "corrupt"
+    shutil.copytree(prepared_data, data)
+    victim = sorted((data / "train").iterdir())[3]  # not one the preflight reads
+    victim.write_bytes(victim.read_bytes()[:40])
+    config = tmp_path / "config.yml"
+    config.write_text((ROOT / "config_template.yml").read_text())
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-c",
+            str(config),
+            "-d",
+            str(data),
+            "--set",
+            "num_epochs=1",
+            "--set",
+            "num_workers=1",
+            "--set",
+            "batch_size=4",
+            "--set",
+            "image_size=[32,32]",
+            "--set",
+            f"output_path={tmp_path / 'output'}",
+            "--set",
+            f"logging_dir={tmp_path / 'logs'}",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and victim.name in errors[0]
+    assert "Traceback" not in result.stderr and "DataLoader worker" not in result.stderr
+    assert not any((tmp_path / "output").iterdir())  # no epoch finished: no run kept
+    # Lightning's own lines go through our handlers, into the day's log file too.
+    log_text = next((tmp_path / "logs").glob("*.log")).read_text()
+    assert "GPU available" in log_text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +38,25 @@ SECRET_KEYS = ("neptune_api_token",)
 REDACTED = "***"
 LAMBDA_SCHEDULERS = ("LambdaLR", "MultiplicativeLR")
 _SPELLINGS = {"out_channels": "output_channels", "output_channels": "out_channels"}
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader, but ``1e-3`` is a float (YAML 1.1 wants ``1.0e-3`` and would read it
+    as a string, so ``lr: 1e-3`` would fail with a puzzling message)."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 class NormParams(BaseModel):
@@ -139,7 +159,7 @@ class Config(BaseModel):
     num_workers: int | None = Field(None, ge=0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | list[int] | Literal["auto"] = "auto"
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)
 
     # ---- normalisation of spellings -------------------------------------------------------
     @model_validator(mode="before")
@@ -222,7 +242,7 @@ class Config(BaseModel):
                 raise ValueError(str(err)) from None
             try:
                 transform_cls(**(params or {}))
-            except (TypeError, ValueError) as err:
+            except Exception as err:  # any failure of the constructor is a config problem
                 raise ValueError(f"{name}: invalid parameters {params!r} ({err})") from None
         return value
 
@@ -246,6 +266,13 @@ class Config(BaseModel):
                 else "normalization_params_rgb"
             )
             errors.append(f"key '{key}': required when normalize is True, but it is empty")
+        if self.lr_scheduler == "ReduceLROnPlateau":
+            patience = (self.lr_scheduler_params or {}).get("patience", 10)
+            if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+                errors.append(
+                    f"key 'lr_scheduler_params.patience': expected a whole number of epochs >= 0, "
+                    f"got {patience!r}"
+                )
         errors += _check_arch_options(self)
         errors += _check_callable_params(self)
         if errors:
@@ -332,7 +359,7 @@ def _check_callable_params(config: Config) -> list[str]:
     if config.lr_scheduler is not None and optimizer is not None:
         try:
             build_scheduler(optimizer, config.lr_scheduler, config.lr_scheduler_params)
-        except (TypeError, ValueError, KeyError) as err:
+        except (TypeError, ValueError, KeyError, ArithmeticError) as err:
             errors.append(f"key 'lr_scheduler_params': invalid for {config.lr_scheduler}: {err}")
     try:
         build_loss(config.loss_function, config.loss_params)
@@ -379,7 +406,7 @@ def load_config(
             f"config file '{path}' not found (or not a file). Pass an existing YAML file with -c PATH."
         )
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=ConfigLoader)
     except yaml.YAMLError as err:
         raise UserError(
             f"config file '{path}' is not valid YAML: {err}. Fix the syntax at the place shown."
@@ -413,7 +440,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
                 "--set optimizer_params.weight_decay=0.3."
             )
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = yaml.load(text, Loader=ConfigLoader) if text.strip() else None
         except yaml.YAMLError as err:
             raise UserError(
                 f"--set '{item}': the value is not valid YAML ({err}). Quote it or fix it."

@@ -20,9 +20,19 @@ def run_cli(main: Callable[[], int | None]) -> None:
     try:
         code = main()
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {user_message(err)}", file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def user_message(err: UserError) -> str:
+    """The message alone, also when a DataLoader worker raised it (PyTorch then wraps it in
+    "Caught UserError in DataLoader worker process N" and the worker's whole traceback)."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    return last.split("UserError: ", 1)[-1]

@@ -6,6 +6,8 @@ import logging
 import time
 from pathlib import Path
 
+from utils.errors import UserError
+
 FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(process)d - %(message)s"
 _HANDLER_TAG = "_cars_handler"
 
@@ -17,19 +19,34 @@ def setup_logging(logging_dir: str | Path, loglevel: str = "INFO") -> Path:
     stacking duplicates.
     """
     log_dir = Path(logging_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"{time.strftime('%Y%m%d')}.log"
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+    except OSError as err:
+        raise UserError(
+            f"key 'logging_dir': cannot write the log file '{log_file}' ({err}). Point "
+            "logging_dir at a folder you can write to."
+        ) from None
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, _HANDLER_TAG, False)]:
         root.removeHandler(handler)
         handler.close()
     formatter = logging.Formatter(FORMAT)
-    for handler in (logging.FileHandler(log_file, encoding="utf-8"), logging.StreamHandler()):
+    for handler in (file_handler, logging.StreamHandler()):
         handler.setFormatter(formatter)
         handler.setLevel(loglevel)
         setattr(handler, _HANDLER_TAG, True)
         root.addHandler(handler)
     root.setLevel(loglevel)
+    # Lightning logs through its own handler and does not propagate: route it through ours so
+    # its lines follow loglevel and reach the log file too.
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+        library_logger = logging.getLogger(name)
+        for handler in list(library_logger.handlers):
+            library_logger.removeHandler(handler)
+        library_logger.propagate = True
+        library_logger.setLevel(logging.NOTSET)
     return log_file
 
 

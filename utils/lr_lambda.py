@@ -34,8 +34,9 @@ _FUNCTIONS: dict[str, Callable[..., float]] = {
     "sqrt": math.sqrt,
     "cos": math.cos,
     "sin": math.sin,
-    "floor": math.floor,
-    "ceil": math.ceil,
+    # math.floor/ceil return ints, whose ** and * are exact and unbounded: keep everything float
+    "floor": lambda x: float(math.floor(x)),
+    "ceil": lambda x: float(math.ceil(x)),
 }
 _CONSTANTS = {"pi": math.pi, "e": math.e}
 MAX_LENGTH = 300
@@ -79,7 +80,10 @@ def parse_lr_lambda(source: str) -> Callable[[int], float]:
     # A plain closure (not a callable object) so LambdaLR.state_dict() stores nothing of it
     # and checkpoints stay loadable with weights_only=True.
     def lr_lambda(epoch: int) -> float:
-        return float(_evaluate(body, arg_name, float(epoch)))
+        value = float(_evaluate(body, arg_name, float(epoch)))
+        if not math.isfinite(value):
+            raise LambdaSyntaxError(f"the factor at epoch {epoch} is {value}, not a finite number")
+        return value
 
     lr_lambda.source = source  # type: ignore[attr-defined]
     lr_lambda(0)  # fail now, not after an epoch of training
@@ -138,7 +142,7 @@ def _evaluate(node: ast.AST, arg_name: str, value: float) -> float:
     if isinstance(node, ast.Call):
         args = [_evaluate(a, arg_name, value) for a in node.args]
         try:
-            return _FUNCTIONS[node.func.id](*args)  # type: ignore[union-attr]
+            return float(_FUNCTIONS[node.func.id](*args))  # type: ignore[union-attr]
         except (OverflowError, ValueError, TypeError) as err:
             raise LambdaSyntaxError(f"error calling {node.func.id}: {err}") from None  # type: ignore[union-attr]
     raise LambdaSyntaxError(f"{type(node).__name__} is not allowed")  # unreachable after _check

@@ -15,8 +15,17 @@ from functools import cache
 import torch
 import torchvision.transforms as T
 
-# Transforms whose parameters are other transforms or callables: they cannot come from YAML.
-_NON_CONFIGURABLE_TRANSFORMS = {"Compose", "RandomApply", "RandomChoice", "RandomOrder", "Lambda"}
+# Transforms whose parameters are other transforms, callables, tensors or dtypes: they cannot
+# come from YAML.
+_NON_CONFIGURABLE_TRANSFORMS = {
+    "Compose",
+    "RandomApply",
+    "RandomChoice",
+    "RandomOrder",
+    "Lambda",
+    "LinearTransformation",
+    "ConvertImageDtype",
+}
 # Schedulers that wrap other schedulers.
 _NON_CONFIGURABLE_SCHEDULERS = {"SequentialLR", "ChainedScheduler", "LRScheduler", "_LRScheduler"}
 

@@ -7,6 +7,7 @@ redacted), ``metrics.csv`` (one row per epoch), ``checkpoints/best.ckpt`` (lowes
 
 from __future__ import annotations
 
+import copy
 import csv
 import importlib.util
 import io
@@ -90,15 +91,26 @@ def create_run_dir(output_path: str | Path, architecture: str, now: float | None
     gets a ``_2`` (``_3``, ...) suffix instead of sharing the folder."""
     stamp = time.strftime(RUN_TIME_FORMAT, time.localtime(now))
     base = Path(output_path) / f"{architecture}_{stamp}"
-    base.parent.mkdir(parents=True, exist_ok=True)
     candidate, n = base, 1
     while True:
         try:
+            base.parent.mkdir(parents=True, exist_ok=True)
             candidate.mkdir()
             return candidate
         except FileExistsError:
+            if not base.parent.is_dir():
+                _unwritable_output(base.parent, "it is a file")
             n += 1
             candidate = base.with_name(f"{base.name}_{n}")
+        except OSError as err:
+            _unwritable_output(base.parent, str(err))
+
+
+def _unwritable_output(folder: Path, reason: str) -> None:
+    raise UserError(
+        f"key 'output_path': cannot create a run folder in '{folder}' ({reason}). Point "
+        "output_path at a folder you can write to."
+    )
 
 
 def build_datamodule(config: Config, data_path: str | Path | None = None) -> StanfordCarsDataModule:
@@ -154,11 +166,54 @@ def _make_trainer(
             enable_model_summary=False,
             default_root_dir=root_dir,
         )
-    except (MisconfigurationException, ValueError, RuntimeError) as err:
+    except (MisconfigurationException, ValueError, RuntimeError, TypeError) as err:
         raise UserError(
             f"accelerator '{config.accelerator}' with devices {config.devices!r} cannot be used "
             f"on this machine ({err}). Set accelerator: auto (a GPU when there is one, else the "
             "CPU) and devices: auto, or name devices this machine has."
+        ) from None
+
+
+def preflight(config: Config, data: StanfordCarsDataModule, net: torch.nn.Module, loss_fn) -> None:
+    """Run two training images and one validation image through their transforms, and one
+    training step on a copy of the network, so that a setting that cannot work (a tensor
+    transform among the image augmentations, an image too small for the architecture, a loss
+    that does not take class labels) stops the run at once with a message, before any folder
+    is made."""
+    data.setup("fit")
+    train_set, valid_set = data.train_dataset, data.valid_dataset
+    samples = []
+    for dataset, index, keys in (
+        (train_set, 0, "image_augmentations / tensor_augmentations / crop_to_bboxes"),
+        (
+            train_set,
+            len(train_set) - 1,
+            "image_augmentations / tensor_augmentations / crop_to_bboxes",
+        ),
+        (valid_set, 0, "image_size / normalization"),
+    ):
+        try:
+            samples.append(dataset[index])
+        except UserError:
+            raise
+        except Exception as err:
+            raise UserError(
+                f"the {dataset.split} transforms fail on '{dataset.samples[index].fname}' "
+                f"({type(err).__name__}: {err}). Check {keys}: image augmentations get PIL "
+                "images (before ToTensor), tensor augmentations get tensors (after it)."
+            ) from None
+    images = torch.stack([image for image, _ in samples[:2]])
+    labels = torch.tensor([label for _, label in samples[:2]])
+    probe = copy.deepcopy(net).train()
+    try:
+        loss = loss_fn(probe(images), labels)
+        loss.backward()
+    except Exception as err:
+        raise UserError(
+            f"one training step of '{config.architecture}' on {list(images.shape[-2:])} images "
+            f"with {config.loss_function} fails ({type(err).__name__}: {err}). Check image_size "
+            "(227x227 suits every architecture) and loss_function (it must take logits and "
+            "class indices, like CrossEntropyLoss or LabelSmoothingCrossEntropy)."
         ) from None
 
 
@@ -181,6 +236,9 @@ def run_training(config: Config, progress_bar: bool = True) -> RunResult:
     net = build_network(
         config.architecture, data.num_classes, config.img_channels, **config.arch_options()
     )
+    loss_fn = build_loss(config.loss_function, config.loss_params)
+    preflight(config, data, net, loss_fn)
+    pl.seed_everything(config.seed, workers=True, verbose=False)  # as if preflight never ran
     num_params = count_parameters(net)
     norm = config.active_norm_params()
     meta = CheckpointMeta(
@@ -199,7 +257,7 @@ def run_training(config: Config, progress_bar: bool = True) -> RunResult:
     write_yaml_atomic(run_dir / "config.yml", config.to_public_dict())
     module = NetModule(
         net=net,
-        loss_fn=build_loss(config.loss_function, config.loss_params),
+        loss_fn=loss_fn,
         num_classes=data.num_classes,
         optimizer=config.optimizer,
         optimizer_params=config.optimizer_params,
@@ -251,13 +309,17 @@ def run_training(config: Config, progress_bar: bool = True) -> RunResult:
         raise
     try:
         trainer.fit(module, datamodule=data)
-    except torch.OutOfMemoryError:
-        raise UserError(
-            f"the {trainer.strategy.root_device.type.upper()} ran out of memory with batch_size "
-            f"{config.batch_size} and image_size {config.image_size}. Lower batch_size (e.g. "
-            f"--set batch_size={max(1, config.batch_size // 2)}) or image_size. The run folder "
-            f"{run_dir} holds the epochs finished so far."
-        ) from None
+    except BaseException as err:
+        if not metrics_csv.rows:  # not one epoch finished: nothing worth keeping
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if isinstance(err, torch.OutOfMemoryError):
+            raise UserError(
+                f"the {trainer.strategy.root_device.type.upper()} ran out of memory with "
+                f"batch_size {config.batch_size} and image_size {config.image_size}. Lower "
+                f"batch_size (e.g. --set batch_size={max(1, config.batch_size // 2)}) or "
+                "image_size."
+            ) from None
+        raise
     summary = summarize_run(
         run_dir,
         config,
