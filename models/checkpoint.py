@@ -7,6 +7,7 @@ Lightning's own keys; the network's weights are the ``net.``-prefixed entries of
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -60,9 +61,13 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say so instead of a traceback
+        first_line = (str(err).strip().splitlines() or [""])[0][:160]
+        if isinstance(err, pickle.UnpicklingError):  # torch's text suggests weights_only=False
+            first_line = "not plain data: not a checkpoint, or one that needs code to load"
         raise UserError(
-            f"checkpoint '{path}' could not be read ({type(err).__name__}: {err}). "
-            "Pass a complete .ckpt file written by train.py."
+            f"checkpoint '{path}' could not be read as a checkpoint ({type(err).__name__}: "
+            f"{first_line}). Pass a complete .ckpt file written by train.py; files that would "
+            "need code to load are refused."
         ) from None
     if not isinstance(ckpt, dict) or META_KEY not in ckpt or "state_dict" not in ckpt:
         raise UserError(
