@@ -42,6 +42,8 @@ def main(argv=None) -> int:
 
     setup_logging(config.logging_dir, config.loglevel)
     result = run_training(config, progress_bar=not args.no_progress)
+    if not result.is_main:  # another process of a multi-GPU run: the first one reports
+        return 0
     summary = result.summary
     print(
         f"Run {summary['run_name']}: {summary['epochs_run']} epoch(s), best epoch {summary['best_epoch']}, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,9 +93,14 @@ class StanfordCarsDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            # BatchNorm1d in GhostNet's classifier cannot train on a batch of one image.
-            drop_last=shuffle and len(dataset) % self.batch_size == 1,
+            # BatchNorm cannot train on a batch of one image (GhostNet's classifier, any net's
+            # 1x1 feature maps): drop a last batch of one, counted per process under DDP.
+            drop_last=shuffle
+            and math.ceil(len(dataset) / self._world_size()) % self.batch_size == 1,
         )
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "call setup('fit') first"

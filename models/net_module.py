@@ -88,7 +88,9 @@ class NetModule(pl.LightningModule):
                 acc_metric.reset()
         if self._epoch_lr is not None and self.trainer.state.fn == "fit":
             values["lr"] = self._epoch_lr
-        self.log_dict(values, prog_bar=True)
+        # The values are already reduced over all processes by torchmetrics; sync_dist only
+        # keeps Lightning's DDP bookkeeping quiet (a mean of equal numbers).
+        self.log_dict(values, prog_bar=True, sync_dist=True)
         self.epoch_metrics = {"epoch": self.current_epoch, **values}
 
     def configure_optimizers(self):

@@ -350,3 +350,48 @@ def test_corrupt_image_read_by_a_loader_worker_is_one_line_error(tmp_path, prepa
     # Lightning's own lines go through our handlers, into the day's log file too.
     log_text = next((tmp_path / "logs").glob("*.log")).read_text()
     assert "GPU available" in log_text
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_shares_one_run_folder(tmp_path, prepared_data):
+    # Lightning starts the second process by running the command again; it must join the
+    # first one's run folder (multi-GPU runs take the same path with accelerator=gpu).
+    config = tmp_path / "config.yml"
+    config.write_text((ROOT / "config_template.yml").read_text())
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-c",
+            str(config),
+            "-d",
+            str(prepared_data),
+            "--set",
+            "num_epochs=1",
+            "--set",
+            "image_size=[32,32]",
+            "--set",
+            "batch_size=4",
+            "--set",
+            "num_workers=0",
+            "--set",
+            "accelerator=cpu",
+            "--set",
+            "devices=2",
+            "--set",
+            f"output_path={tmp_path / 'output'}",
+            "--set",
+            f"logging_dir={tmp_path / 'logs'}",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "output").iterdir())
+    assert len(runs) == 1
+    _, rows = read_metrics(runs[0] / "metrics.csv")
+    assert len(rows) == 1 and (runs[0] / "summary.json").is_file()
+    assert result.stdout.count("Run folder:") == 1

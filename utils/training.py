@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr")
 RUN_TIME_FORMAT = "%Y%m%d%H%M%S"
+RUN_DIR_ENV = "CARS_RUN_DIR"
 
 
 @dataclass
@@ -45,6 +46,7 @@ class RunResult:
 
     run_dir: Path
     summary: dict[str, Any]
+    is_main: bool = True  # False in the other processes of a multi-GPU (DDP) run
 
     @property
     def best_checkpoint(self) -> Path:
@@ -76,6 +78,14 @@ class MetricsCSV(Callback):
         writer.writeheader()
         writer.writerows(self.rows)
         write_text_atomic(self.path, buffer.getvalue())
+
+
+def _joined_run_dir() -> Path | None:
+    """In a DDP worker process (LOCAL_RANK > 0), the run folder its launcher made."""
+    inherited = os.environ.get(RUN_DIR_ENV)
+    if inherited and os.environ.get("LOCAL_RANK", "0") != "0" and Path(inherited).is_dir():
+        return Path(inherited)
+    return None
 
 
 def detect_runtime() -> str:
@@ -252,9 +262,14 @@ def run_training(config: Config, progress_bar: bool = True) -> RunResult:
         std=list(norm.std) if (norm and config.normalize) else [1.0] * config.img_channels,
         arch_options=config.arch_options(),
     )
-    run_dir = create_run_dir(config.output_path, config.architecture)
+    run_dir = _joined_run_dir()
+    if run_dir is None:
+        run_dir = create_run_dir(config.output_path, config.architecture)
+        write_yaml_atomic(run_dir / "config.yml", config.to_public_dict())
+        # Lightning's DDP launcher starts the other ranks by running the same command again;
+        # they find the run folder here instead of making one of their own.
+        os.environ[RUN_DIR_ENV] = str(run_dir)
     meta.run_name = run_dir.name
-    write_yaml_atomic(run_dir / "config.yml", config.to_public_dict())
     module = NetModule(
         net=net,
         loss_fn=loss_fn,
@@ -341,7 +356,7 @@ def run_training(config: Config, progress_bar: bool = True) -> RunResult:
             summary["max_valid_acc"] or float("nan"),
             run_dir,
         )
-    return RunResult(run_dir=run_dir, summary=summary)
+    return RunResult(run_dir=run_dir, summary=summary, is_main=trainer.is_global_zero)
 
 
 def summarize_run(
