@@ -32,6 +32,18 @@ SUMMARY_KEYS = {
 }
 
 
+def run_train_cli(tmp_path, data_path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python train.py`` in a fresh process, from ``tmp_path``, on the template config."""
+    config = tmp_path / "config.yml"
+    config.write_text((ROOT / "config_template.yml").read_text())
+    command = [sys.executable, str(ROOT / "train.py"), "-c", str(config), "-d", str(data_path)]
+    for item in overrides:
+        command += ["--set", item]
+    return subprocess.run(
+        command + ["--no-progress"], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+
+
 def read_metrics(path):
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
@@ -192,32 +204,14 @@ def test_train_cli_trains_a_non_ghostnet_architecture(tmp_path, prepared_data):
 
 @pytest.mark.slow
 def test_train_cli_end_to_end_with_log_file(tmp_path, prepared_data):
-    config = tmp_path / "config.yml"
-    config.write_text((ROOT / "config_template.yml").read_text())
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "-c",
-            str(config),
-            "-d",
-            str(prepared_data),
-            "--set",
-            "num_epochs=1",
-            "--set",
-            "image_size=[48,48]",
-            "--set",
-            "batch_size=6",
-            "--set",
-            "num_workers=0",
-            "--set",
-            "accelerator=cpu",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
+    result = run_train_cli(
+        tmp_path,
+        prepared_data,
+        "num_epochs=1",
+        "image_size=[48,48]",
+        "batch_size=6",
+        "num_workers=0",
+        "accelerator=cpu",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     runs = list((tmp_path / "output").iterdir())
@@ -277,30 +271,13 @@ def test_settings_that_cannot_train_stop_before_any_folder(
 def test_unwritable_output_folders_are_user_errors(tmp_path, prepared_data, key):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    config = tmp_path / "config.yml"
-    config.write_text((ROOT / "config_template.yml").read_text())
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "-c",
-            str(config),
-            "-d",
-            str(prepared_data),
-            "--set",
-            f"{key}={blocker}",
-            "--set",
-            "num_epochs=1",
-            "--set",
-            "num_workers=0",
-            "--set",
-            "image_size=[32,32]",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
+    result = run_train_cli(
+        tmp_path,
+        prepared_data,
+        f"{key}={blocker}",
+        "num_epochs=1",
+        "num_workers=0",
+        "image_size=[32,32]",
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"key '{key}'" in result.stderr and "Traceback" not in result.stderr
@@ -313,34 +290,15 @@ def test_corrupt_image_read_by_a_loader_worker_is_one_line_error(tmp_path, prepa
     shutil.copytree(prepared_data, data)
     victim = sorted((data / "train").iterdir())[3]  # not one the preflight reads
     victim.write_bytes(victim.read_bytes()[:40])
-    config = tmp_path / "config.yml"
-    config.write_text((ROOT / "config_template.yml").read_text())
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "-c",
-            str(config),
-            "-d",
-            str(data),
-            "--set",
-            "num_epochs=1",
-            "--set",
-            "num_workers=1",
-            "--set",
-            "batch_size=4",
-            "--set",
-            "image_size=[32,32]",
-            "--set",
-            f"output_path={tmp_path / 'output'}",
-            "--set",
-            f"logging_dir={tmp_path / 'logs'}",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
+    result = run_train_cli(
+        tmp_path,
+        data,
+        "num_epochs=1",
+        "num_workers=1",
+        "batch_size=4",
+        "image_size=[32,32]",
+        f"output_path={tmp_path / 'output'}",
+        f"logging_dir={tmp_path / 'logs'}",
     )
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -356,38 +314,17 @@ def test_corrupt_image_read_by_a_loader_worker_is_one_line_error(tmp_path, prepa
 def test_two_process_ddp_on_cpu_shares_one_run_folder(tmp_path, prepared_data):
     # Lightning starts the second process by running the command again; it must join the
     # first one's run folder (multi-GPU runs take the same path with accelerator=gpu).
-    config = tmp_path / "config.yml"
-    config.write_text((ROOT / "config_template.yml").read_text())
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "-c",
-            str(config),
-            "-d",
-            str(prepared_data),
-            "--set",
-            "num_epochs=1",
-            "--set",
-            "image_size=[32,32]",
-            "--set",
-            "batch_size=4",
-            "--set",
-            "num_workers=0",
-            "--set",
-            "accelerator=cpu",
-            "--set",
-            "devices=2",
-            "--set",
-            f"output_path={tmp_path / 'output'}",
-            "--set",
-            f"logging_dir={tmp_path / 'logs'}",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
+    result = run_train_cli(
+        tmp_path,
+        prepared_data,
+        "num_epochs=1",
+        "image_size=[32,32]",
+        "batch_size=4",
+        "num_workers=0",
+        "accelerator=cpu",
+        "devices=2",
+        f"output_path={tmp_path / 'output'}",
+        f"logging_dir={tmp_path / 'logs'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "output").iterdir())
