@@ -13,21 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from utils.cli import non_negative_int, positive_int
 from utils.errors import run_cli
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text}")
-    return value
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,14 +29,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="prepared data folder (default: stanford_data_path from the run's config.yml)",
     )
     parser.add_argument("--split", choices=("test", "train"), default="test")
-    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--out", default=None, help="output folder (default: <run>/evaluation)")
     parser.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto"
     )
     parser.add_argument(
         "--num-workers",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         help="data loading processes (default: CPUs, max 8)",
     )

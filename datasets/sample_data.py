@@ -34,6 +34,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from utils.cli import positive_int
+
 LAYOUTS = ("updated", "original", "extracted")
 
 _MIN_SIDE = 37
@@ -307,16 +309,6 @@ def _write_tgz(path: Path, folder: str, files: dict[str, bytes]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m datasets.sample_data",
@@ -325,9 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("dest", type=Path, help="folder to write the raw files into")
     parser.add_argument("--layout", choices=LAYOUTS, default="updated")
-    parser.add_argument("--classes", type=_positive_int, default=3)
-    parser.add_argument("--train-per-class", type=_positive_int, default=4)
-    parser.add_argument("--test-per-class", type=_positive_int, default=2)
+    parser.add_argument("--classes", type=positive_int, default=3)
+    parser.add_argument("--train-per-class", type=positive_int, default=4)
+    parser.add_argument("--test-per-class", type=positive_int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--nested", action="store_true", help="Kaggle-style cars_train/cars_train/ (extracted)"

@@ -28,7 +28,7 @@ from datasets.stanford_data_module import StanfordCarsDataModule
 from models.arch_dict import build_network
 from models.checkpoint import CheckpointMeta
 from models.net_module import NetModule
-from utils.configuration import Config, build_loss, default_num_workers
+from utils.configuration import Config, available_cpus, build_loss, default_num_workers
 from utils.errors import UserError
 from utils.files import write_json_atomic, write_text_atomic, write_yaml_atomic
 from utils.logger import quiet_lightning
@@ -150,10 +150,7 @@ def _share_cpu_with_loader_workers(config: Config, num_workers: int) -> None:
     wait, and competing with busy workers for the same cores slows training many times over."""
     if config.accelerator not in ("cpu", "auto") or torch.cuda.is_available():
         return
-    cores = (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    )
-    threads = max(1, cores - num_workers)
+    threads = max(1, available_cpus() - num_workers)
     if threads < torch.get_num_threads():
         log.info(
             "training on the CPU with %d thread(s) beside %d loader worker(s)", threads, num_workers
