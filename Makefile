@@ -17,13 +17,15 @@ venv: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 demo: $(VENV)/.installed
-	$(PY) -m utils.demo --dir $(DEMO_DIR)
+	$(PY) demo.py --dir $(DEMO_DIR)
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

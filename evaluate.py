@@ -15,6 +15,7 @@ import json
 
 from utils.cli import non_negative_int, positive_int
 from utils.errors import run_cli
+from workflows.evaluation import evaluate_checkpoint
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,8 +48,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from utils.evaluation import evaluate_checkpoint
-
     result = evaluate_checkpoint(
         args.checkpoint,
         data_path=args.data_path,

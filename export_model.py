@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from utils.errors import run_cli
+from workflows.export import export_checkpoint
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,8 +32,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from utils.export import export_checkpoint
-
     report = export_checkpoint(args.checkpoint, args.format, args.output, args.opset)
     runtime = "ONNX Runtime" if report.format == "onnx" else "TorchScript"
     opset = f", opset {report.opset}" if report.opset is not None else ""

@@ -12,9 +12,11 @@ import argparse
 import json
 from pathlib import Path
 
+from configuration import DEFAULT_CONFIG, TEMPLATE_PATH, load_config
+from models.arch_dict import ARCH_OPTIONS, ARCHITECTURES, architecture_options
 from utils.errors import UserError, run_cli
+from workflows.model_report import format_table, summarize
 
-DEFAULT_CONFIG = "config.yml"
 # Both spellings name one setting; an override must win over either one in the file.
 _OUT_CHANNELS_KEYS = ("out_channels", "output_channels")
 
@@ -80,10 +82,6 @@ def _overrides(items: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from models.arch_dict import ARCHITECTURES
-    from models.summary import format_table, summarize
-    from utils.configuration import TEMPLATE_PATH, load_config
-
     config_path = args.config
     if config_path is None:
         config_path = DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else str(TEMPLATE_PATH)
@@ -129,22 +127,28 @@ def main(argv: list[str] | None = None) -> int:
 def _reject_options_that_do_not_apply(names: list[str], overrides: list[str]) -> None:
     """An option given on the command line for an architecture that does not take it is a
     mistake, not something to drop silently (--all applies options where they fit)."""
-    from models.arch_dict import architecture_options
-
     given = {item.partition("=")[0].strip() for item in overrides}
     given = {"out_channels" if key == "output_channels" else key for key in given}
     for name in names:
         unused = sorted(
-            key
-            for key in given & {"dropout", "out_channels", "width_mult"}
-            if key not in architecture_options(name)
+            key for key in given & set(ARCH_OPTIONS) if key not in architecture_options(name)
         )
         if unused:
             raise UserError(
-                f"--set {', '.join(unused)} does not apply to '{name}' (only ghost takes "
-                "dropout, out_channels and width_mult). Remove it, or use --all to apply it "
-                "where it fits."
+                f"--set {', '.join(unused)} does not apply to '{name}' (only {_takers()}). "
+                "Remove it, or use --all to apply it where it fits."
             )
+
+
+def _takers() -> str:
+    """Which architectures take which options, e.g. "ghost takes dropout and width_mult"."""
+    return "; ".join(
+        f"{name} takes {_and(arch.options)}" for name, arch in ARCHITECTURES.items() if arch.options
+    )
+
+
+def _and(items: tuple[str, ...]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 if __name__ == "__main__":

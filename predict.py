@@ -16,6 +16,7 @@ import json
 import sys
 
 from utils.errors import run_cli
+from workflows.prediction import predict_paths
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,8 +35,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from utils.prediction import predict_paths
-
     results, failures = predict_paths(args.checkpoint, args.paths, args.top_k, args.device)
     if args.json:
         print(json.dumps(results, indent=2))

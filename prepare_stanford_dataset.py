@@ -4,7 +4,7 @@
 
 Reads the raw files from ``stanford_raw_data_path`` and writes ``train/``, ``test/``,
 ``train_labels.csv`` and ``test_labels.csv`` to ``stanford_data_path`` (both from the config
-file unless given on the command line). See ``datasets/stanford_utils.py`` for the layouts it
+file unless given on the command line). See ``datasets/prepare/layouts.py`` for the layouts it
 recognises.
 """
 
@@ -14,7 +14,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from datasets.stanford_utils import PrepareReport, prepare_dataset
+from configuration import load_config
+from datasets.prepare import PrepareReport, prepare_dataset
 from utils.errors import UserError, run_cli
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,6 @@ def resolve_paths(args: argparse.Namespace) -> tuple[Path, Path]:
     """The raw and output folders: from the command line, else from the config file."""
     raw_dir, out_dir = args.raw_dir, args.out_dir
     if raw_dir is None or out_dir is None:
-        from utils.configuration import load_config
-
         config = load_config(args.config)
         if raw_dir is None:
             if not config.stanford_raw_data_path:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 
+from configuration import load_config
 from utils.errors import run_cli
+from utils.logger import setup_logging
+from workflows.training import run_training
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,12 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from utils.configuration import load_config
-
     config = load_config(args.config, args.overrides, args.data_path)
-    from utils.logger import setup_logging
-    from utils.training import run_training
-
     setup_logging(config.logging_dir, config.loglevel)
     result = run_training(config, progress_bar=not args.no_progress)
     if not result.is_main:  # another process of a multi-GPU run: the first one reports

@@ -31,8 +31,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from configuration import TEMPLATE_PATH, load_config  # noqa: E402
 from models.arch_dict import build_network  # noqa: E402
 from models.label_smoothing_ce import LabelSmoothingCrossEntropy  # noqa: E402
+from workflows.training import build_datamodule, run_training  # noqa: E402
 
 THESIS_EPOCHS, THESIS_TRAIN_IMAGES = 129, 8144
 
@@ -89,8 +91,6 @@ def model_throughput(
 
 
 def loader_throughput(config, batches: int) -> float:
-    from utils.training import build_datamodule
-
     data = build_datamodule(config)
     data.setup("fit")
     loader = data.train_dataloader()
@@ -105,8 +105,6 @@ def loader_throughput(config, batches: int) -> float:
 
 
 def train_throughput(config, num_images: int) -> dict:
-    from utils.training import run_training
-
     result = run_training(config, progress_bar=False)
     epochs = result.summary["epochs_run"]
     # duration_s includes setup and the first (warm-up) epoch; report the steady-state rate
@@ -127,8 +125,6 @@ def main(argv=None) -> int:
     parser.add_argument("--model-steps", type=int, default=40)
     parser.add_argument("--json", default=None, help="write the results here too")
     args = parser.parse_args(argv)
-
-    from utils.configuration import TEMPLATE_PATH, load_config
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     results: dict = {

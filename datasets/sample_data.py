@@ -2,7 +2,7 @@
 
 Tests and ``make demo`` use it instead of the real 1.9 GB download. It writes the same files,
 with the same archive member names and the same MATLAB variables, as the three layouts users
-hold today (see ``datasets.stanford_utils``):
+hold today (see ``datasets.prepare.layouts``):
 
 - ``"updated"``: ``car_ims.tgz``, ``cars_annos.mat``, ``car_devkit.tgz``
 - ``"original"``: ``cars_train.tgz``, ``cars_test.tgz``, ``car_devkit.tgz``,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from datasets.stanford_data import StanfordCarsDataset, class_names_from, read_annotations
+from datasets.labels import SPLITS, class_names_from, read_annotations
+from datasets.preprocessing import Augmentation, Preprocessing
+from datasets.stanford_data import StanfordCarsDataset
 
 
 class StanfordCarsDataModule(pl.LightningDataModule):
@@ -22,43 +24,21 @@ class StanfordCarsDataModule(pl.LightningDataModule):
     def __init__(
         self,
         data_path: str | Path,
+        preprocessing: Preprocessing | None = None,
+        augmentations: Iterable[Augmentation] = (),
         batch_size: int = 64,
         num_workers: int = 0,
-        image_size: Sequence[int] = (227, 227),
-        convert_to_grayscale: bool = False,
-        normalize: bool = False,
-        normalization_params: dict | None = None,
-        crop_to_bboxes: bool = False,
-        erase_background: bool = False,
-        augment_images: bool = False,
-        image_augmentations: list[tuple[str, dict]] | dict | None = None,
-        augment_tensors: bool = False,
-        tensor_augmentations: list[tuple[str, dict]] | dict | None = None,
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
         self.data_path = Path(data_path)
+        self.preprocessing = preprocessing or Preprocessing()
+        self.augmentations = tuple(augmentations)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.common = {
-            "image_size": list(image_size),
-            "convert_to_grayscale": convert_to_grayscale,
-            "normalize": normalize,
-            "normalization_params": normalization_params,
-        }
-        self.train_options = {
-            "crop_to_bboxes": crop_to_bboxes,
-            "erase_background": erase_background,
-            "augment_images": augment_images,
-            "image_augmentations": image_augmentations,
-            "augment_tensors": augment_tensors,
-            "tensor_augmentations": tensor_augmentations,
-        }
         # Read once, here: the number of classes is needed to build the network before fit.
-        self.annotations = {
-            split: read_annotations(self.data_path, split) for split in ("train", "test")
-        }
+        self.annotations = {split: read_annotations(self.data_path, split) for split in SPLITS}
         self.class_names = class_names_from(self.annotations.values())
         self.train_dataset: StanfordCarsDataset | None = None
         self.valid_dataset: StanfordCarsDataset | None = None
@@ -72,18 +52,17 @@ class StanfordCarsDataModule(pl.LightningDataModule):
             self.train_dataset = StanfordCarsDataset(
                 self.data_path,
                 "train",
+                self.preprocessing,
+                self.augmentations,
                 annotations=self.annotations["train"],
-                **self.common,
-                **self.train_options,
             )
         if self.valid_dataset is None:
-            self.valid_dataset = self.eval_dataset("test")
-
-    def eval_dataset(self, split: str) -> StanfordCarsDataset:
-        """A split with the validation transforms (no augmentation, no bbox crop)."""
-        return StanfordCarsDataset(
-            self.data_path, split, annotations=self.annotations[split], **self.common
-        )
+            self.valid_dataset = StanfordCarsDataset(
+                self.data_path,
+                "test",
+                self.preprocessing.for_evaluation(),
+                annotations=self.annotations["test"],
+            )
 
     def _loader(self, dataset: StanfordCarsDataset, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -109,14 +88,3 @@ class StanfordCarsDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         assert self.valid_dataset is not None, "call setup() first"
         return self._loader(self.valid_dataset, shuffle=False)
-
-    def loader_for(self, split: str, batch_size: int | None = None) -> DataLoader:
-        """An unshuffled loader over a split with the validation transforms (for evaluation)."""
-        dataset = self.eval_dataset(split)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size or self.batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-        )

@@ -1,21 +1,36 @@
 """Image pipeline stages, kept separable: decode -> [bbox crop] -> resize -> [grayscale] ->
-[image augmentations] -> to tensor -> [tensor augmentations] -> [normalize] (FACTS.md 3).
+[image augmentations] -> to tensor -> [tensor augmentations] -> [normalize].
 
-Validation and inference use the same stages without augmentation and without the bbox crop.
+Transforms named in the config resolve through a table of torchvision's transform classes.
 """
 
 from __future__ import annotations
 
+import enum
+import inspect
 from collections.abc import Iterable, Sequence
+from functools import cache
 from pathlib import Path
 
 import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from utils.names import resolve_transform
+from datasets.preprocessing import Augmentation, Preprocessing
+from utils.names import resolve
 
 WHITE = (255, 255, 255)
+# Transforms whose parameters are other transforms, callables, tensors or dtypes: they cannot
+# come from YAML.
+_NON_CONFIGURABLE = {
+    "Compose",
+    "RandomApply",
+    "RandomChoice",
+    "RandomOrder",
+    "Lambda",
+    "LinearTransformation",
+    "ConvertImageDtype",
+}
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -44,43 +59,44 @@ def crop_to_bbox(
     return canvas
 
 
-def build_named_transforms(specs: Iterable[tuple[str, dict]]) -> list:
-    """Instantiate torchvision transforms from ``(name, params)`` pairs, in order."""
-    return [resolve_transform(name)(**(params or {})) for name, params in specs]
+@cache
+def transform_classes() -> dict[str, type]:
+    """The torchvision transforms a config may name."""
+    found = {}
+    for attr in getattr(T, "__all__", dir(T)):
+        obj = getattr(T, attr, None)
+        if (
+            inspect.isclass(obj)
+            and not attr.startswith("_")
+            and attr not in _NON_CONFIGURABLE
+            and not issubclass(obj, enum.Enum)
+            and (issubclass(obj, torch.nn.Module) or "__call__" in vars(obj))
+        ):
+            found[attr] = obj
+    return found
+
+
+def resolve_transform(name: str) -> type:
+    """A transform class from torchvision.transforms."""
+    return resolve(name, transform_classes(), "a transform class in torchvision.transforms")
+
+
+def build_augmentation(augmentation: Augmentation):
+    """Instantiate one configured transform."""
+    return resolve_transform(augmentation.name)(**augmentation.params)
 
 
 def build_transform(
-    image_size: Sequence[int],
-    grayscale: bool = False,
-    normalize: bool = False,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    image_augmentations: Iterable[tuple[str, dict]] = (),
-    tensor_augmentations: Iterable[tuple[str, dict]] = (),
+    preprocessing: Preprocessing, augmentations: Iterable[Augmentation] = ()
 ) -> T.Compose:
     """The tensor pipeline after decoding (and cropping) a PIL image."""
-    stages: list = [T.Resize(tuple(image_size))]
-    if grayscale:
+    augmentations = list(augmentations)
+    stages: list = [T.Resize(preprocessing.image_size)]
+    if preprocessing.grayscale:
         stages.append(T.Grayscale(num_output_channels=1))
-    stages += build_named_transforms(image_augmentations)
+    stages += [build_augmentation(a) for a in augmentations if not a.on_tensor]
     stages.append(T.ToTensor())
-    stages += build_named_transforms(tensor_augmentations)
-    if normalize:
-        stages.append(T.Normalize(mean=list(mean or ()), std=list(std or ())))
+    stages += [build_augmentation(a) for a in augmentations if a.on_tensor]
+    if preprocessing.normalize:
+        stages.append(T.Normalize(mean=list(preprocessing.mean), std=list(preprocessing.std)))
     return T.Compose(stages)
-
-
-def build_eval_transform(
-    image_size: Sequence[int],
-    grayscale: bool = False,
-    normalize: bool = False,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> T.Compose:
-    """Validation/inference pipeline: no augmentation."""
-    return build_transform(image_size, grayscale, normalize, mean, std)
-
-
-def preprocess(img: Image.Image, transform: T.Compose) -> torch.Tensor:
-    """Apply a pipeline to one decoded image and add the batch axis."""
-    return transform(img).unsqueeze(0)

@@ -1,15 +1,16 @@
 """The architecture dictionary (thesis section 3.1): config key -> network constructor.
 
-Every constructor takes ``num_classes`` and ``img_channels``; only GhostNet (``ghost``) also
-takes the architecture options ``dropout``, ``out_channels`` and ``width_mult``. Use
-``build_network`` to build a network from a config: it checks the name and the options and
-turns mistakes into a ``UserError``.
+Every builder takes ``num_classes`` and ``img_channels``; its other keyword parameters are the
+architecture's options, which the config may set (GhostNet's ``dropout``, ``out_channels`` and
+``width_mult``). Use ``build_network`` to build a network from a config: it checks the name and
+the options and turns mistakes into a ``UserError``.
 """
 
 from __future__ import annotations
 
-import difflib
+import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -23,67 +24,74 @@ from models.architectures import (
     squeezenext,
 )
 from utils.errors import UserError
+from utils.names import closest
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "sq_10": squeezenet.squeezenet_10,
-    "sq_11": squeezenet.squeezenet_11,
-    "sqnxt_1": squeezenext.squeezenext23_10,
-    "sqnxt_1v5": squeezenext.squeezenext23_10_v5,
-    "sqnxt_2": squeezenext.squeezenext23_20,
-    "sqnxt_2v5": squeezenext.squeezenext23_20_v5,
-    "mob_v2": mobilenet_v2.mobilenet_v2,
-    "eff_b0": efficientnet.efficientnet_b0,
-    "eff_b1": efficientnet.efficientnet_b1,
-    "eff_b2": efficientnet.efficientnet_b2,
-    "eff_b3": efficientnet.efficientnet_b3,
-    "eff_b4": efficientnet.efficientnet_b4,
-    "eff_b5": efficientnet.efficientnet_b5,
-    "eff_b6": efficientnet.efficientnet_b6,
-    "eff_b7": efficientnet.efficientnet_b7,
-    "ghost": ghostnet.ghostnet,
-    "hard_39": hardnet.hardnet39,
-    "hard_39dw": hardnet.hardnet39ds,
-    "hard_68": hardnet.hardnet68,
-    "hard_68dw": hardnet.hardnet68ds,
-    "hard_85": hardnet.hardnet85,
-    "hard_85dw": hardnet.hardnet85ds,
-    "shuff_v2_x05": shufflenet_v2.shufflenet_v2_x05,
-    "shuff_v2_x10": shufflenet_v2.shufflenet_v2_x10,
-    "shuff_v2_x15": shufflenet_v2.shufflenet_v2_x15,
-    "shuff_v2_x20": shufflenet_v2.shufflenet_v2_x20,
+# Parameters every builder takes; the config sets them from the data, not as options.
+_COMMON_PARAMETERS = ("num_classes", "img_channels")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A network builder and the name of the network it builds; calling it builds one."""
+
+    builder: Callable[..., nn.Module]
+    description: str
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The builder's keyword parameters besides ``num_classes`` and ``img_channels``."""
+        keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return tuple(
+            name
+            for name, parameter in inspect.signature(self.builder).parameters.items()
+            if parameter.kind in keyword and name not in _COMMON_PARAMETERS
+        )
+
+    def __call__(self, *args: object, **kwargs: object) -> nn.Module:
+        return self.builder(*args, **kwargs)
+
+
+# Config key -> the builder and the network's name as its paper writes it. The keys are the ones
+# the thesis's configs use; renaming one breaks old configs and checkpoints.
+ARCHITECTURES: dict[str, Architecture] = {
+    "sq_10": Architecture(squeezenet.squeezenet_10, "SqueezeNet 1.0"),
+    "sq_11": Architecture(squeezenet.squeezenet_11, "SqueezeNet 1.1"),
+    "sqnxt_1": Architecture(squeezenext.squeezenext23_10, "SqueezeNext-23 1.0x"),
+    "sqnxt_1v5": Architecture(squeezenext.squeezenext23_10_v5, "SqueezeNext-23 1.0x v5"),
+    "sqnxt_2": Architecture(squeezenext.squeezenext23_20, "SqueezeNext-23 2.0x"),
+    "sqnxt_2v5": Architecture(squeezenext.squeezenext23_20_v5, "SqueezeNext-23 2.0x v5"),
+    "mob_v2": Architecture(mobilenet_v2.mobilenet_v2, "MobileNetV2"),
+    "eff_b0": Architecture(efficientnet.efficientnet_b0, "EfficientNet-B0"),
+    "eff_b1": Architecture(efficientnet.efficientnet_b1, "EfficientNet-B1"),
+    "eff_b2": Architecture(efficientnet.efficientnet_b2, "EfficientNet-B2"),
+    "eff_b3": Architecture(efficientnet.efficientnet_b3, "EfficientNet-B3"),
+    "eff_b4": Architecture(efficientnet.efficientnet_b4, "EfficientNet-B4"),
+    "eff_b5": Architecture(efficientnet.efficientnet_b5, "EfficientNet-B5"),
+    "eff_b6": Architecture(efficientnet.efficientnet_b6, "EfficientNet-B6"),
+    "eff_b7": Architecture(efficientnet.efficientnet_b7, "EfficientNet-B7"),
+    "ghost": Architecture(ghostnet.ghostnet, "GhostNet 1.0x"),
+    "hard_39": Architecture(hardnet.hardnet39, "HarDNet-39"),
+    "hard_39dw": Architecture(hardnet.hardnet39ds, "HarDNet-39DS"),
+    "hard_68": Architecture(hardnet.hardnet68, "HarDNet-68"),
+    "hard_68dw": Architecture(hardnet.hardnet68ds, "HarDNet-68DS"),
+    "hard_85": Architecture(hardnet.hardnet85, "HarDNet-85"),
+    "hard_85dw": Architecture(hardnet.hardnet85ds, "HarDNet-85DS"),
+    "shuff_v2_x05": Architecture(shufflenet_v2.shufflenet_v2_x05, "ShuffleNetV2 x0.5"),
+    "shuff_v2_x10": Architecture(shufflenet_v2.shufflenet_v2_x10, "ShuffleNetV2 x1.0"),
+    "shuff_v2_x15": Architecture(shufflenet_v2.shufflenet_v2_x15, "ShuffleNetV2 x1.5"),
+    "shuff_v2_x20": Architecture(shufflenet_v2.shufflenet_v2_x20, "ShuffleNetV2 x2.0"),
 }
 
-ARCH_DESCRIPTIONS: dict[str, str] = {
-    "sq_10": "SqueezeNet 1.0",
-    "sq_11": "SqueezeNet 1.1",
-    "sqnxt_1": "SqueezeNext-23 1.0x",
-    "sqnxt_1v5": "SqueezeNext-23 1.0x v5",
-    "sqnxt_2": "SqueezeNext-23 2.0x",
-    "sqnxt_2v5": "SqueezeNext-23 2.0x v5",
-    "mob_v2": "MobileNetV2",
-    **{f"eff_b{i}": f"EfficientNet-B{i}" for i in range(8)},
-    "ghost": "GhostNet 1.0x",
-    "hard_39": "HarDNet-39",
-    "hard_39dw": "HarDNet-39DS",
-    "hard_68": "HarDNet-68",
-    "hard_68dw": "HarDNet-68DS",
-    "hard_85": "HarDNet-85",
-    "hard_85dw": "HarDNet-85DS",
-    "shuff_v2_x05": "ShuffleNetV2 x0.5",
-    "shuff_v2_x10": "ShuffleNetV2 x1.0",
-    "shuff_v2_x15": "ShuffleNetV2 x1.5",
-    "shuff_v2_x20": "ShuffleNetV2 x2.0",
-}
-
-# The architecture options (config keys) and which architectures accept them.
-ARCH_OPTIONS: tuple[str, ...] = ("dropout", "out_channels", "width_mult")
-_OPTIONS_BY_ARCH: dict[str, tuple[str, ...]] = {"ghost": ARCH_OPTIONS}
+# Every architecture option (config key) any architecture takes, first-seen order.
+ARCH_OPTIONS: tuple[str, ...] = tuple(
+    dict.fromkeys(option for arch in ARCHITECTURES.values() for option in arch.options)
+)
 
 
 def architecture_options(name: str) -> tuple[str, ...]:
-    """The architecture options (``dropout``, ``out_channels``, ``width_mult``) ``name`` takes."""
+    """The architecture options (a subset of ``ARCH_OPTIONS``) that ``name`` takes."""
     _check_name(name)
-    return _OPTIONS_BY_ARCH.get(name, ())
+    return ARCHITECTURES[name].options
 
 
 def build_network(
@@ -97,7 +105,7 @@ def build_network(
     """
     _check_name(name)
     given = {key: value for key, value in options.items() if value is not None}
-    accepted = _OPTIONS_BY_ARCH.get(name, ())
+    accepted = ARCHITECTURES[name].options
     unknown = sorted(key for key in given if key not in ARCH_OPTIONS)
     if unknown:
         raise UserError(
@@ -107,7 +115,9 @@ def build_network(
     rejected = sorted(key for key in given if key not in accepted)
     if rejected:
         supported = "; ".join(
-            f"{', '.join(opts)} apply to '{arch}'" for arch, opts in _OPTIONS_BY_ARCH.items()
+            f"{', '.join(arch.options)} apply to '{key}'"
+            for key, arch in ARCHITECTURES.items()
+            if arch.options
         )
         raise UserError(
             f"architecture '{name}' does not take the option(s) {', '.join(rejected)} "
@@ -117,12 +127,18 @@ def build_network(
     return ARCHITECTURES[name](num_classes=num_classes, img_channels=img_channels, **given)
 
 
+def count_parameters(net: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
 def _check_name(name: str) -> None:
     if name in ARCHITECTURES:
         return
-    close = difflib.get_close_matches(str(name), list(ARCHITECTURES), n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    hint = closest(name, ARCHITECTURES)
+    # The message lists every name itself, so only a suggestion is taken from closest().
+    suggestion = f" {hint[:1].upper()}{hint[1:]}" if hint.startswith("did you mean") else ""
     raise UserError(
-        f"unknown architecture '{name}'.{hint} Set 'architecture' to one of: "
+        f"unknown architecture '{name}'.{suggestion} Set 'architecture' to one of: "
         f"{', '.join(ARCHITECTURES)}."
     )

@@ -8,20 +8,24 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from models.checkpoint import META_KEY
-from utils import names
-from utils.configuration import build_scheduler
+from models.optimization import build_optimizer, build_scheduler
 
-STAGES = ("train", "valid")
+STAGES = ("train", "valid", "test")
+TOP_K = 5
 
 
 class NetModule(pl.LightningModule):
     """Trains ``net``; logs ``train_loss``, ``train_acc``, ``valid_loss``, ``valid_acc`` and ``lr``
     once per epoch. ``meta`` (see ``models.checkpoint.CheckpointMeta``) goes into every
-    checkpoint so that it can be used alone later."""
+    checkpoint so that it can be used alone later.
+
+    Testing (``trainer.test``) runs the validation step and also collects top-5 accuracy and
+    the confusion matrix; ``test_results`` holds them afterwards.
+    """
 
     def __init__(
         self,
@@ -42,16 +46,15 @@ class NetModule(pl.LightningModule):
         self.scheduler_name = lr_scheduler
         self.scheduler_params = dict(lr_scheduler_params or {})
         self.meta = dict(meta or {})
+        self.top_k = min(TOP_K, num_classes)
         # ModuleDict keys may not shadow Module attributes such as ``train``.
         self.losses = nn.ModuleDict({_key(stage): MeanMetric() for stage in STAGES})
-        self.accuracies = nn.ModuleDict(
-            {
-                _key(stage): MulticlassAccuracy(num_classes=num_classes, average="micro")
-                for stage in STAGES
-            }
+        self.scores = nn.ModuleDict(
+            {_key(stage): _stage_scores(stage, num_classes, self.top_k) for stage in STAGES}
         )
         # The last finished epoch's values, as plain floats, for the run's metrics.csv.
         self.epoch_metrics: dict[str, float] = {}
+        self.test_results: dict[str, Any] = {}
         self._epoch_lr: float | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +65,7 @@ class NetModule(pl.LightningModule):
         logits = self(images)
         loss = self.loss_fn(logits, labels)
         self.losses[_key(stage)].update(loss.detach(), weight=labels.shape[0])
-        self.accuracies[_key(stage)].update(logits.detach(), labels)
+        self.scores[_key(stage)].update(logits.detach(), labels)
         return loss
 
     def on_train_epoch_start(self) -> None:
@@ -75,17 +78,28 @@ class NetModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         self._shared_step(batch, "valid")
 
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def _compute(self, stage: str) -> dict[str, Any]:
+        loss_metric, scores = self.losses[_key(stage)], self.scores[_key(stage)]
+        if not loss_metric.update_called:
+            return {}
+        values = {"loss": float(loss_metric.compute())}
+        values.update(scores.compute())
+        loss_metric.reset()
+        scores.reset()
+        return values
+
     def on_validation_epoch_end(self) -> None:
         # Validation runs at the end of every training epoch, after its last batch, so both
         # stages' values for this epoch are complete here.
         values: dict[str, float] = {}
-        for stage in STAGES:
-            loss_metric, acc_metric = self.losses[_key(stage)], self.accuracies[_key(stage)]
-            if loss_metric.update_called:
-                values[f"{stage}_loss"] = float(loss_metric.compute())
-                values[f"{stage}_acc"] = float(acc_metric.compute())
-                loss_metric.reset()
-                acc_metric.reset()
+        for stage in ("train", "valid"):
+            computed = self._compute(stage)
+            if computed:
+                values[f"{stage}_loss"] = computed["loss"]
+                values[f"{stage}_acc"] = float(computed["acc"])
         if self._epoch_lr is not None and self.trainer.state.fn == "fit":
             values["lr"] = self._epoch_lr
         # The values are already reduced over all processes by torchmetrics; sync_dist only
@@ -93,10 +107,18 @@ class NetModule(pl.LightningModule):
         self.log_dict(values, prog_bar=True, sync_dist=True)
         self.epoch_metrics = {"epoch": self.current_epoch, **values}
 
+    def on_test_epoch_end(self) -> None:
+        computed = self._compute("test")
+        self.test_results = {
+            "loss": computed["loss"],
+            "top1": float(computed["acc"]),
+            "top5": float(computed["top_k"]),
+            "top5_k": self.top_k,
+            "confusion": computed["confusion"].cpu().long(),
+        }
+
     def configure_optimizers(self):
-        optimizer = names.resolve_optimizer(self.optimizer_name)(
-            self.parameters(), **self.optimizer_params
-        )
+        optimizer = build_optimizer(self.parameters(), self.optimizer_name, self.optimizer_params)
         if self.scheduler_name is None:
             return {"optimizer": optimizer}
         scheduler = build_scheduler(optimizer, self.scheduler_name, self.scheduler_params)
@@ -111,3 +133,12 @@ class NetModule(pl.LightningModule):
 
 def _key(stage: str) -> str:
     return f"{stage}_stage"
+
+
+def _stage_scores(stage: str, num_classes: int, top_k: int) -> MetricCollection:
+    scores = {"acc": MulticlassAccuracy(num_classes=num_classes, average="micro")}
+    if stage == "test":
+        scores["top_k"] = MulticlassAccuracy(num_classes=num_classes, top_k=top_k, average="micro")
+        scores["confusion"] = MulticlassConfusionMatrix(num_classes=num_classes)
+    # compute_groups would merge top-1 and top-k whenever their first batches agree.
+    return MetricCollection(scores, compute_groups=False)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from configuration import TEMPLATE_PATH, load_config
+from datasets.prepare import prepare_dataset
 from datasets.sample_data import make_sample_raw
-from datasets.stanford_utils import prepare_dataset
-from utils.configuration import TEMPLATE_PATH, load_config
 
 NUM_CLASSES = 3
 

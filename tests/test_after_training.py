@@ -19,15 +19,17 @@ from PIL import Image
 import evaluate as evaluate_cli
 import export_model as export_cli
 import predict as predict_cli
+from configuration import TEMPLATE_PATH, load_config
+from datasets.prepare import prepare_dataset
+from datasets.preprocessing import Preprocessing
 from datasets.sample_data import make_sample_raw
-from datasets.stanford_utils import prepare_dataset
-from datasets.transforms import build_eval_transform, load_image
+from datasets.transforms import build_transform, load_image
 from models.checkpoint import load_network, read_checkpoint
-from utils import export as export_module
-from utils.configuration import TEMPLATE_PATH, load_config
 from utils.errors import UserError, run_cli
-from utils.export import export_checkpoint, read_torchscript_metadata
-from utils.training import run_training
+from workflows import export as export_module
+from workflows.export import export_checkpoint, read_torchscript_metadata
+from workflows.prediction import predict_paths
+from workflows.training import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 METADATA_KEYS = ("class_names", "image_size", "mean", "std", "grayscale")
@@ -71,9 +73,7 @@ def exit_code(main, argv) -> int:
 
 def logits_for(checkpoint: Path, image_path: Path) -> torch.Tensor:
     net, meta = load_network(checkpoint)
-    transform = build_eval_transform(
-        meta.image_size, meta.grayscale, meta.normalize, meta.mean, meta.std
-    )
+    transform = build_transform(Preprocessing.from_dict(meta.preprocessing))
     with torch.inference_mode():
         return net(transform(load_image(image_path)).unsqueeze(0))[0]
 
@@ -180,8 +180,6 @@ def test_predict_reports_broken_files_and_predicts_the_rest(run, tmp_path, capsy
     for path in good:
         assert path.name.upper() in captured.out
 
-    from utils.prediction import predict_paths
-
     results, failures = predict_paths(result.best_checkpoint, [folder], top_k=1)
     assert [Path(r["path"]).name for r in results] == sorted(p.name.upper() for p in good)
     assert sorted(Path(f["path"]).name for f in failures) == ["zz_text.jpg", "zz_truncated.jpg"]
@@ -190,8 +188,6 @@ def test_predict_reports_broken_files_and_predicts_the_rest(run, tmp_path, capsy
 
 def test_predict_grayscale_and_cmyk(run, tmp_path):
     result, _ = run
-    from utils.prediction import predict_paths
-
     rng = np.random.default_rng(0)
     paths = []
     for mode, suffix in (("L", "jpg"), ("L", "png"), ("CMYK", "jpg"), ("RGBA", "png")):

@@ -1,4 +1,4 @@
-"""Every key of the architecture dictionary trains from scratch at 227x227 (FACTS.md section 5)."""
+"""Every key of the architecture dictionary trains from scratch at 227x227."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from models.arch_dict import (
-    ARCH_DESCRIPTIONS,
+    ARCH_OPTIONS,
     ARCHITECTURES,
+    Architecture,
     architecture_options,
     build_network,
+    count_parameters,
 )
 from models.architectures.hardnet import harmonic_links
-from models.summary import count_parameters
 from utils.errors import UserError
 
 EXPECTED_KEYS = [
@@ -50,7 +51,9 @@ def _keys():
 
 def test_keys_and_descriptions():
     assert list(ARCHITECTURES) == EXPECTED_KEYS
-    assert set(ARCH_DESCRIPTIONS) == set(ARCHITECTURES)
+    assert all(isinstance(arch, Architecture) for arch in ARCHITECTURES.values())
+    assert all(arch.description for arch in ARCHITECTURES.values())
+    assert ARCHITECTURES["sq_11"].description == "SqueezeNet 1.1"
 
 
 @pytest.mark.parametrize("img_channels", [3, 1])
@@ -166,3 +169,47 @@ def test_grayscale_stem_has_one_input_channel():
         net = build_network(name, 196, 1)
         first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
         assert first.in_channels == 1, name
+
+
+def test_options_come_from_the_builder_signature():
+    assert ARCHITECTURES["ghost"].options == ("dropout", "out_channels", "width_mult")
+    assert ARCHITECTURES["sq_10"].options == ()
+    assert all(ARCHITECTURES[n].options == () for n in EXPECTED_KEYS if n != "ghost")
+
+    def builder(num_classes, img_channels=3, depth=2, *, gate=True, **extra):
+        return torch.nn.Linear(depth, num_classes)
+
+    assert Architecture(builder, "test net").options == ("depth", "gate")
+    assert ARCH_OPTIONS == ("dropout", "out_channels", "width_mult")
+
+
+def test_architecture_is_callable():
+    net = ARCHITECTURES["ghost"](num_classes=10, img_channels=1, out_channels=32)
+    assert net.classifier[-1].out_features == 10
+    assert net.features[0][0].in_channels == 1
+
+
+def test_unknown_name_without_close_match_lists_every_name():
+    with pytest.raises(UserError) as info:
+        build_network("resnet50", 196)
+    message = str(info.value)
+    assert "did you mean" not in message.lower()
+    assert message.endswith("Set 'architecture' to one of: " + ", ".join(EXPECTED_KEYS) + ".")
+
+
+@pytest.mark.parametrize(
+    ("typo", "suggestion"), [("mobv2", "mob_v2"), ("SQ_11", "sq_11"), ("hard_68ds", "hard_68dw")]
+)
+def test_unknown_name_suggests_the_closest(typo, suggestion):
+    with pytest.raises(UserError, match=f"Did you mean '{suggestion}'\\?"):
+        architecture_options(typo)
+
+
+def test_count_parameters():
+    assert count_parameters(build_network("sq_10", 196)) == 835_972
+    assert count_parameters(build_network("ghost", 196, 1)) == 4_152_804
+    assert count_parameters(build_network("mob_v2", 196)) == 2_474_948
+    frozen = build_network("sq_11", 196)
+    for parameter in frozen.features.parameters():
+        parameter.requires_grad_(False)
+    assert count_parameters(frozen) == count_parameters(frozen.classifier) == 100_548

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utils.configuration import TEMPLATE_PATH, apply_overrides, load_config, validate_config
+from configuration import TEMPLATE_PATH, apply_overrides, load_config, validate_config
+from datasets.preprocessing import Augmentation
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,13 +29,14 @@ def test_thesis_listing_loads_unchanged():
     assert config.lr_scheduler == "ReduceLROnPlateau"
     assert config.loss_params is None
     assert config.crop_to_bboxes and config.erase_background
-    assert [name for name, _ in config.image_augmentation_list()] == [
+    augmentations = config.augmentations()
+    assert [a.name for a in augmentations if not a.on_tensor] == [
         "RandomHorizontalFlip",
         "RandomAffine",
         "ColorJitter",
     ]
-    assert config.tensor_augmentation_list() == [
-        ("RandomErasing", {"p": 0.5, "scale": [0.02, 0.25]})
+    assert [a for a in augmentations if a.on_tensor] == [
+        Augmentation("RandomErasing", {"p": 0.5, "scale": [0.02, 0.25]}, on_tensor=True)
     ]
     # Thesis: early stopping patience is 3x the plateau scheduler's patience.
     assert config.early_stopping_patience() == 15

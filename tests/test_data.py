@@ -6,13 +6,15 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
+from configuration import TEMPLATE_PATH, load_config
+from datasets.labels import class_names_from, read_annotations
+from datasets.preprocessing import Preprocessing
 from datasets.sample_data import class_color
-from datasets.stanford_data import StanfordCarsDataset, class_names_from, read_annotations
+from datasets.stanford_data import StanfordCarsDataset
 from datasets.stanford_data_module import StanfordCarsDataModule
 from datasets.transforms import crop_to_bbox, load_image
-from utils.configuration import TEMPLATE_PATH, load_config
 from utils.errors import UserError
-from utils.training import build_datamodule
+from workflows.training import build_datamodule
 
 
 def file_modes(data_dir, split):
@@ -31,7 +33,9 @@ def test_every_image_loads_as_rgb_including_grayscale_and_cmyk(prepared_data):
 
 
 def test_bbox_crop_uses_each_images_own_box(prepared_data):
-    dataset = StanfordCarsDataset(prepared_data, "train", image_size=[16, 16], crop_to_bboxes=True)
+    dataset = StanfordCarsDataset(
+        prepared_data, "train", Preprocessing(image_size=(16, 16), crop_to_bboxes=True)
+    )
     modes = file_modes(prepared_data, "train")
     checked = 0
     for index, sample in enumerate(dataset.samples):
@@ -47,7 +51,7 @@ def test_bbox_crop_uses_each_images_own_box(prepared_data):
 
 
 def test_without_crop_the_background_shows(prepared_data):
-    dataset = StanfordCarsDataset(prepared_data, "train", image_size=[32, 32])
+    dataset = StanfordCarsDataset(prepared_data, "train", Preprocessing(image_size=(32, 32)))
     deviations = []
     for index in range(len(dataset)):
         image, label = dataset[index]
@@ -112,7 +116,7 @@ def test_transform_order_follows_the_thesis(prepared_data):
     ]
     valid_stages = [type(t).__name__ for t in data.valid_dataset.transform.transforms]
     assert valid_stages == ["Resize", "Grayscale", "ToTensor", "Normalize"]
-    assert not data.valid_dataset.crop_to_bboxes
+    assert not data.valid_dataset.preprocessing.crop_to_bboxes
     image, _ = data.train_dataset[0]
     assert image.shape == (1, 32, 32)
     normalize = data.train_dataset.transform.transforms[-1]
@@ -120,11 +124,12 @@ def test_transform_order_follows_the_thesis(prepared_data):
 
 
 def test_validation_never_crops_even_when_training_does(prepared_data):
-    data = StanfordCarsDataModule(
-        prepared_data, crop_to_bboxes=True, erase_background=True, image_size=[16, 16]
-    )
+    spec = Preprocessing(image_size=(16, 16), crop_to_bboxes=True, erase_background=True)
+    data = StanfordCarsDataModule(prepared_data, spec)
     data.setup("fit")
-    assert data.train_dataset.crop_to_bboxes and not data.valid_dataset.crop_to_bboxes
+    assert data.train_dataset.preprocessing.crop_to_bboxes
+    assert not data.valid_dataset.preprocessing.crop_to_bboxes
+    assert not data.valid_dataset.preprocessing.erase_background
 
 
 def test_number_of_classes_and_names_come_from_the_data(prepared_data):

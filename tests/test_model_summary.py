@@ -7,9 +7,9 @@ import json
 import pytest
 
 import model_summary
-from models.summary import format_table, summarize
-from utils.configuration import TEMPLATE_PATH
+from configuration import TEMPLATE_PATH
 from utils.errors import UserError, run_cli
+from workflows.model_report import format_table, summarize
 
 
 def test_summarize_ghost_imagenet():

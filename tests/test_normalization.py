@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from datasets.normalization import compute_normalization_params
+from datasets.preprocessing import Preprocessing
 from datasets.stanford_data import StanfordCarsDataset
-from utils.normalization import compute_normalization_params
 
 
 @pytest.mark.parametrize("grayscale", [False, True])
@@ -11,7 +12,7 @@ def test_params_match_a_direct_computation(prepared_data, grayscale):
         prepared_data, image_size=[24, 24], grayscale=grayscale, batch_size=5
     )
     dataset = StanfordCarsDataset(
-        prepared_data, "train", image_size=[24, 24], convert_to_grayscale=grayscale
+        prepared_data, "train", Preprocessing(image_size=(24, 24), grayscale=grayscale)
     )
     stacked = torch.stack([dataset[i][0] for i in range(len(dataset))])
     dims = (0, 2, 3)

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,11 @@ import scipy.io
 from PIL import Image
 
 import prepare_stanford_dataset
-from datasets import stanford_utils
+from datasets.labels import LABEL_COLUMNS
+from datasets.prepare import MARKER_NAME, prepare_dataset
+from datasets.prepare import images as prepare_images
+from datasets.prepare.output import OWNER_FILE, UNOWNED_STALE_AFTER_S
 from datasets.sample_data import make_sample_raw, sample_class_names, sample_images
-from datasets.stanford_utils import CSV_COLUMNS, MARKER_NAME, prepare_dataset
 from utils.errors import UserError, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +33,7 @@ IMAGES = sample_images()  # the defaults make_sample_raw uses: 3 classes, 4 trai
 def read_csv(path: Path) -> list[dict]:
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        assert tuple(reader.fieldnames) == CSV_COLUMNS
+        assert tuple(reader.fieldnames) == LABEL_COLUMNS
         return list(reader)
 
 
@@ -141,7 +144,7 @@ def test_rerun_is_skipped_and_force_rebuilds(tmp_path, caplog):
     prepare_dataset(raw, out, progress=False)
     before = tree(out)
 
-    with caplog.at_level("INFO", logger="datasets.stanford_utils"):
+    with caplog.at_level("INFO", logger="datasets.prepare"):
         again = prepare_dataset(raw, out, progress=False)
     assert again.skipped
     assert (again.num_train, again.num_test, again.num_classes) == (12, 6, 3)
@@ -290,7 +293,7 @@ def test_empty_split_is_an_error_and_writes_nothing(tmp_path):
 
 def test_interrupted_run_leaves_nothing_behind(tmp_path, monkeypatch):
     raw = make_sample_raw(tmp_path / "raw", "updated")
-    real_check = stanford_utils._check_image
+    real_check = prepare_images._check_image
     calls = []
 
     def crash_midway(data):
@@ -299,35 +302,57 @@ def test_interrupted_run_leaves_nothing_behind(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_check(data)
 
-    monkeypatch.setattr(stanford_utils, "_check_image", crash_midway)
+    monkeypatch.setattr(prepare_images, "_check_image", crash_midway)
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset(raw, tmp_path / "out", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
 
     # An interrupted --force rebuild keeps the old, complete dataset.
-    monkeypatch.setattr(stanford_utils, "_check_image", real_check)
+    monkeypatch.setattr(prepare_images, "_check_image", real_check)
     prepare_dataset(raw, tmp_path / "out", progress=False)
     before = tree(tmp_path / "out")
     calls.clear()
-    monkeypatch.setattr(stanford_utils, "_check_image", crash_midway)
+    monkeypatch.setattr(prepare_images, "_check_image", crash_midway)
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset(raw, tmp_path / "out", force=True, progress=False)
     assert tree(tmp_path / "out") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "raw"]
 
 
+def work_folder(path: Path, owner: int | None) -> Path:
+    """A work folder as a run leaves it, owned by process ``owner`` (None: not recorded)."""
+    (path / "out" / "train").mkdir(parents=True)
+    (path / "out" / "train" / "000001.jpg").write_bytes(b"half")
+    if owner is not None:
+        (path / OWNER_FILE).write_text(f"{owner}\n")
+    return path
+
+
 def test_stale_temp_folders_are_cleaned(tmp_path):
     raw = make_sample_raw(tmp_path / "raw", "updated")
     dead_pid = 2**31 - 2  # beyond any pid_max: no such process
-    stale = tmp_path / f".out.partial-{dead_pid}"
-    (stale / "train").mkdir(parents=True)
-    (stale / "train" / "000001.jpg").write_bytes(b"half")
-    old = tmp_path / f".out.old-{dead_pid}"
-    old.mkdir()
-    unrelated = tmp_path / ".out.partial-notapid"
-    unrelated.mkdir()
+    work_folder(tmp_path / ".out.partial-k2j4h1x9", dead_pid)
+    work_folder(tmp_path / ".out.old-p0q9r8s7", dead_pid)
+    # Without a recorded owner only age tells: an old folder is stale, a new one may belong to
+    # a run that has not written its owner file yet.
+    abandoned = tmp_path / ".out.partial-abandoned"
+    abandoned.mkdir()
+    long_ago = time.time() - UNOWNED_STALE_AFTER_S - 60
+    os.utime(abandoned, (long_ago, long_ago))
+    (tmp_path / ".out.partial-starting").mkdir()
     prepare_dataset(raw, tmp_path / "out", progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.partial-notapid", "out", "raw"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.partial-starting", "out", "raw"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="liveness of other processes is checked on POSIX")
+def test_work_folder_of_a_running_process_is_kept(tmp_path, caplog):
+    raw = make_sample_raw(tmp_path / "raw", "updated")
+    live = work_folder(tmp_path / ".out.partial-x7y6z5w4", os.getppid())
+    with caplog.at_level("WARNING"):
+        prepare_dataset(raw, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "out", "raw"]
+    assert (live / "out" / "train" / "000001.jpg").read_bytes() == b"half"
+    assert "still running" in caplog.text
 
 
 def test_nonempty_foreign_out_dir_is_left_alone(tmp_path):

@@ -2,6 +2,7 @@ import csv
 import json
 import logging
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +11,12 @@ import pytest
 import torch
 import yaml
 
+import train
 from models.checkpoint import META_KEY, load_network, read_checkpoint
 from models.net_module import NetModule
 from utils.errors import UserError
-from utils.training import METRIC_COLUMNS, create_run_dir, run_training
+from workflows.callbacks import METRIC_COLUMNS
+from workflows.training import run_training
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "nep-secret-token-1234"
@@ -93,17 +96,11 @@ def test_short_training_writes_every_run_file(fast_config):
     assert ckpt["epoch"] == int(best_row["epoch"])
     meta = ckpt[META_KEY]
     assert meta["architecture"] == "ghost" and meta["num_classes"] == 3
-    assert meta["image_size"] == [64, 64] and len(meta["class_names"]) == 3
+    assert meta["preprocessing"]["image_size"] == [64, 64] and len(meta["class_names"]) == 3
     assert meta["arch_options"] == {"dropout": 0.2, "out_channels": 320}
+    assert meta["loss_function"] == "LabelSmoothingCrossEntropy"
     net, _ = load_network(result.best_checkpoint)
     assert net(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
-
-
-def test_second_run_gets_a_folder_of_its_own(tmp_path):
-    first = create_run_dir(tmp_path, "ghost", now=0)
-    second = create_run_dir(tmp_path, "ghost", now=0)
-    assert first != second and first.is_dir() and second.is_dir()
-    assert second.name == first.name + "_2"
 
 
 @pytest.mark.parametrize(
@@ -162,8 +159,6 @@ def test_early_stopping_stops_and_is_recorded(fast_config):
 
 
 def test_train_cli_trains_a_non_ghostnet_architecture(tmp_path, prepared_data):
-    import train
-
     code = train.main(
         [
             "-c",
@@ -222,7 +217,7 @@ def test_train_cli_end_to_end_with_log_file(tmp_path, prepared_data):
     line = next(x for x in logs[0].read_text().splitlines() if "trainable parameters" in x)
     # time - logger name - level - PID - message, as the thesis's log files
     assert re.match(
-        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - utils\.training - INFO - \d+ - run ", line
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - workflows\.training - INFO - \d+ - run ", line
     )
     logging.getLogger().handlers.clear()
 
@@ -236,8 +231,6 @@ def test_unavailable_accelerator_is_a_user_error_and_leaves_no_run(fast_config, 
 
 
 def test_corrupt_image_at_training_time_is_a_user_error(fast_config, prepared_data, tmp_path):
-    import shutil
-
     data = tmp_path / "corrupt"
     shutil.copytree(prepared_data, data)
     victim = sorted((data / "train").iterdir())[0]
@@ -284,8 +277,6 @@ def test_unwritable_output_folders_are_user_errors(tmp_path, prepared_data, key)
 
 
 def test_corrupt_image_read_by_a_loader_worker_is_one_line_error(tmp_path, prepared_data):
-    import shutil
-
     data = tmp_path / "corrupt"
     shutil.copytree(prepared_data, data)
     victim = sorted((data / "train").iterdir())[3]  # not one the preflight reads

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from utils.errors import UserError
 
 FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(process)d - %(message)s"
 _HANDLER_TAG = "_cars_handler"
+# A deprecation inside Lightning's own pytree helper, raised by torch 2.14; nothing to fix here.
+_PYTREE_DEPRECATION = r".*isinstance\(treespec, LeafSpec\).*"
+_LIGHTNING_LOGGERS = (
+    "pytorch_lightning",
+    "lightning_fabric",
+    "lightning.pytorch",
+    "lightning.fabric",
+)
 
 
 def setup_logging(logging_dir: str | Path, loglevel: str = "INFO") -> Path:
@@ -41,7 +52,7 @@ def setup_logging(logging_dir: str | Path, loglevel: str = "INFO") -> Path:
     root.setLevel(loglevel)
     # Lightning logs through its own handler and does not propagate: route it through ours so
     # its lines follow loglevel and reach the log file too.
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+    for name in _LIGHTNING_LOGGERS:
         library_logger = logging.getLogger(name)
         for handler in list(library_logger.handlers):
             library_logger.removeHandler(handler)
@@ -59,10 +70,25 @@ class _DropAdverts(logging.Filter):
 
 def quiet_lightning() -> None:
     """Silence Lightning's messages that say nothing about the run (idempotent)."""
-    import warnings
-
     rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropAdverts) for f in rank_zero.filters):
         rank_zero.addFilter(_DropAdverts())
-    # A deprecation inside Lightning's own pytree helper, raised by torch 2.14; nothing to fix here.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=_PYTREE_DEPRECATION)
+
+
+@contextlib.contextmanager
+def lightning_quiet() -> Iterator[None]:
+    """Lightning's info lines and advice (GPU available, loader workers) off for the block: a
+    one-off evaluation prints its own results, not the Trainer's setup."""
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=_PYTREE_DEPRECATION)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

@@ -7,13 +7,7 @@ from functools import partial
 from torch import nn
 from torchvision import models
 
-from models.architectures._stem import check_positive, replace_stem_conv
-
-
-def _kaiming_fan_out(conv: nn.Conv2d) -> None:
-    nn.init.kaiming_normal_(conv.weight, mode="fan_out")
-    if conv.bias is not None:
-        nn.init.zeros_(conv.bias)
+from models.architectures._common import check_positive, kaiming_fan_out_, replace_stem_conv
 
 
 def efficientnet(variant: str, num_classes: int = 1000, img_channels: int = 3) -> nn.Module:
@@ -24,12 +18,14 @@ def efficientnet(variant: str, num_classes: int = 1000, img_channels: int = 3) -
     if factory is None or variant not in VARIANTS:
         raise ValueError(f"unknown EfficientNet variant {variant!r}; use one of {VARIANTS}")
     net = factory(weights=None, num_classes=num_classes)
-    replace_stem_conv(net.features[0], "0", img_channels, _kaiming_fan_out)
+    replace_stem_conv(net.features[0], "0", img_channels, kaiming_fan_out_)
     return net
 
 
 VARIANTS = ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7")
 
+# A variant binds its argument positionally, keeping it out of the signature that the
+# architecture registry reads options from.
 efficientnet_b0 = partial(efficientnet, "b0")
 efficientnet_b1 = partial(efficientnet, "b1")
 efficientnet_b2 = partial(efficientnet, "b2")

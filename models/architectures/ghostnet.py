@@ -21,6 +21,8 @@ import math
 import torch
 from torch import nn
 
+from models.architectures._common import init_conv_bn_
+
 __all__ = ["GHOSTNET_CONFIG", "GhostBottleneck", "GhostModule", "GhostNet", "SqueezeExcite"]
 
 # The 16 G-bnecks of GhostNet 1.0x (thesis section 2.2, paper table 1).
@@ -248,15 +250,7 @@ class GhostNet(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(out_channels, num_classes),
         )
-        self._initialize_weights()
-
-    def _initialize_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_conv_bn_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)

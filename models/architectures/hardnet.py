@@ -20,11 +20,12 @@ only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
-from models.architectures._stem import check_positive
+from models.architectures._common import check_positive, init_conv_bn_
 
 __all__ = ["HARDNET_CONFIGS", "HarDBlock", "HarDNet", "HarDNetConfig"]
 
@@ -171,37 +172,23 @@ class HarDNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(DEPTHWISE_DROPOUT if depthwise else cfg.dropout)
         self.fc = nn.Linear(channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_conv_bn_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.features(x))
         return self.fc(self.dropout(torch.flatten(x, 1)))
 
 
-def hardnet39(num_classes: int = 1000, img_channels: int = 3) -> HarDNet:
-    return HarDNet(num_classes, img_channels, 39, depthwise=False)
+def hardnet(depth: int, depthwise: bool, num_classes: int = 1000, img_channels: int = 3) -> HarDNet:
+    """HarDNet-``depth``, the DS variant when ``depthwise``."""
+    return HarDNet(num_classes, img_channels, depth, depthwise)
 
 
-def hardnet39ds(num_classes: int = 1000, img_channels: int = 3) -> HarDNet:
-    return HarDNet(num_classes, img_channels, 39, depthwise=True)
-
-
-def hardnet68(num_classes: int = 1000, img_channels: int = 3) -> HarDNet:
-    return HarDNet(num_classes, img_channels, 68, depthwise=False)
-
-
-def hardnet68ds(num_classes: int = 1000, img_channels: int = 3) -> HarDNet:
-    return HarDNet(num_classes, img_channels, 68, depthwise=True)
-
-
-def hardnet85(num_classes: int = 1000, img_channels: int = 3) -> HarDNet:
-    return HarDNet(num_classes, img_channels, 85, depthwise=False)
-
-
-def hardnet85ds(num_classes: int = 1000, img_channels: int = 3) -> HarDNet:
-    return HarDNet(num_classes, img_channels, 85, depthwise=True)
+# A variant binds its argument positionally, keeping it out of the signature that the
+# architecture registry reads options from.
+hardnet39 = partial(hardnet, 39, False)
+hardnet39ds = partial(hardnet, 39, True)
+hardnet68 = partial(hardnet, 68, False)
+hardnet68ds = partial(hardnet, 68, True)
+hardnet85 = partial(hardnet, 85, False)
+hardnet85ds = partial(hardnet, 85, True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from torch import nn
 from torchvision import models
 
-from models.architectures._stem import check_positive, replace_stem_conv
+from models.architectures._common import check_positive, replace_stem_conv
 
 _FACTORIES = {
     "x05": models.shufflenet_v2_x0_5,
@@ -30,17 +32,9 @@ def shufflenet_v2(width: str, num_classes: int = 1000, img_channels: int = 3) ->
     return net
 
 
-def shufflenet_v2_x05(num_classes: int = 1000, img_channels: int = 3) -> nn.Module:
-    return shufflenet_v2("x05", num_classes, img_channels)
-
-
-def shufflenet_v2_x10(num_classes: int = 1000, img_channels: int = 3) -> nn.Module:
-    return shufflenet_v2("x10", num_classes, img_channels)
-
-
-def shufflenet_v2_x15(num_classes: int = 1000, img_channels: int = 3) -> nn.Module:
-    return shufflenet_v2("x15", num_classes, img_channels)
-
-
-def shufflenet_v2_x20(num_classes: int = 1000, img_channels: int = 3) -> nn.Module:
-    return shufflenet_v2("x20", num_classes, img_channels)
+# A variant binds its argument positionally, keeping it out of the signature that the
+# architecture registry reads options from.
+shufflenet_v2_x05 = partial(shufflenet_v2, "x05")
+shufflenet_v2_x10 = partial(shufflenet_v2, "x10")
+shufflenet_v2_x15 = partial(shufflenet_v2, "x15")
+shufflenet_v2_x20 = partial(shufflenet_v2, "x20")

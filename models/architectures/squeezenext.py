@@ -21,15 +21,18 @@ pools adaptively, so smaller inputs also run.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
-from models.architectures._stem import check_positive
+from models.architectures._common import check_positive, init_conv_bn_
 
 __all__ = [
     "SQUEEZENEXT_BLOCKS",
     "SqueezeNext",
     "SqueezeNextBlock",
+    "squeezenext23",
     "squeezenext23_10",
     "squeezenext23_10_v5",
     "squeezenext23_20",
@@ -119,10 +122,7 @@ class SqueezeNext(nn.Module):
         self.final_conv = _conv_bn_relu(channels, final, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(final, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+        init_conv_bn_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))
@@ -130,21 +130,20 @@ class SqueezeNext(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-def squeezenext23_10(num_classes: int = 1000, img_channels: int = 3) -> SqueezeNext:
-    """1.0-SqNxt-23."""
-    return SqueezeNext(num_classes, img_channels, 1.0, SQUEEZENEXT_BLOCKS["v1"])
+def squeezenext23(
+    width: float, version: str, num_classes: int = 1000, img_channels: int = 3
+) -> SqueezeNext:
+    """``width``-SqNxt-23 with the ``version`` ('v1' or 'v5') block arrangement."""
+    if version not in SQUEEZENEXT_BLOCKS:
+        raise ValueError(
+            f"unknown SqueezeNext version {version!r}; use one of {tuple(SQUEEZENEXT_BLOCKS)}"
+        )
+    return SqueezeNext(num_classes, img_channels, width, SQUEEZENEXT_BLOCKS[version])
 
 
-def squeezenext23_10_v5(num_classes: int = 1000, img_channels: int = 3) -> SqueezeNext:
-    """1.0-SqNxt-23v5."""
-    return SqueezeNext(num_classes, img_channels, 1.0, SQUEEZENEXT_BLOCKS["v5"])
-
-
-def squeezenext23_20(num_classes: int = 1000, img_channels: int = 3) -> SqueezeNext:
-    """2.0-SqNxt-23."""
-    return SqueezeNext(num_classes, img_channels, 2.0, SQUEEZENEXT_BLOCKS["v1"])
-
-
-def squeezenext23_20_v5(num_classes: int = 1000, img_channels: int = 3) -> SqueezeNext:
-    """2.0-SqNxt-23v5."""
-    return SqueezeNext(num_classes, img_channels, 2.0, SQUEEZENEXT_BLOCKS["v5"])
+# A variant binds its argument positionally, keeping it out of the signature that the
+# architecture registry reads options from.
+squeezenext23_10 = partial(squeezenext23, 1.0, "v1")
+squeezenext23_10_v5 = partial(squeezenext23, 1.0, "v5")
+squeezenext23_20 = partial(squeezenext23, 2.0, "v1")
+squeezenext23_20_v5 = partial(squeezenext23, 2.0, "v5")

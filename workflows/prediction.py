@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 
-from datasets.transforms import build_eval_transform, load_image
+from datasets.preprocessing import Preprocessing
+from datasets.transforms import build_transform, load_image
 from models.checkpoint import load_network
 from utils.errors import UserError
-from utils.evaluation import resolve_device
+from utils.hardware import resolve_device
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 BATCH_SIZE = 32
@@ -66,9 +67,7 @@ def predict_paths(
     dev = resolve_device(device)
     net, meta = load_network(checkpoint)
     net.to(dev)
-    transform = build_eval_transform(
-        meta.image_size, meta.grayscale, meta.normalize, meta.mean, meta.std
-    )
+    transform = build_transform(Preprocessing.from_dict(meta.preprocessing).for_evaluation())
     k = min(top_k, meta.num_classes)
     files, failures = expand_paths(paths)
 

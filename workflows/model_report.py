@@ -14,14 +14,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.arch_dict import ARCH_DESCRIPTIONS, architecture_options, build_network
+from models.arch_dict import ARCHITECTURES, architecture_options, build_network, count_parameters
 from utils.errors import UserError
 from utils.timer import median_ms, one_torch_thread
-
-
-def count_parameters(net: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
 def count_gmacs(net: nn.Module, image: torch.Tensor) -> float:
@@ -47,10 +42,10 @@ def summarize(
 ) -> list[dict]:
     """One dict per architecture: ``architecture``, ``params``, ``gmacs``, ``latency_ms``.
 
-    ``options`` (dropout / out_channels / width_mult) go to the architectures that take them
-    and are ignored for the others. ``repeats`` = 0 skips the latency measurement
-    (``latency_ms`` is then None). Raises UserError for an unknown name, a non-positive size or
-    an image too small for an architecture.
+    ``options`` (architecture options) go to the architectures that take them and are ignored
+    for the others. ``repeats`` = 0 skips the latency measurement (``latency_ms`` is then
+    None). Raises UserError for an unknown name, a non-positive size or an image too small for
+    an architecture.
     """
     names = list(names)
     height, width = _check_sizes(num_classes, img_channels, image_size, repeats)
@@ -88,7 +83,7 @@ def format_table(rows: list[dict]) -> str:
     lines = [
         (
             row["architecture"],
-            ARCH_DESCRIPTIONS.get(row["architecture"], ""),
+            _description(row["architecture"]),
             f"{row['params']:,}",
             f"{row['gmacs']:.3f}",
             "-" if row["latency_ms"] is None else f"{row['latency_ms']:.1f}",
@@ -101,6 +96,11 @@ def format_table(rows: list[dict]) -> str:
         "  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(line, align, widths))
         for line in [header, *lines]
     )
+
+
+def _description(name: str) -> str:
+    arch = ARCHITECTURES.get(name)
+    return arch.description if arch is not None else ""
 
 
 def _check_sizes(num_classes: int, img_channels: int, image_size, repeats: int) -> tuple[int, int]:

@@ -36,13 +36,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
 
+from datasets.preprocessing import Preprocessing
 from models.checkpoint import CheckpointMeta, load_network
 from utils.errors import UserError
-from utils.evaluation import checkpoint_run_dir
 from utils.files import give_umask_permissions
 from utils.timer import median_ms, one_torch_thread
+from workflows.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +81,14 @@ class ExportReport:
 
 def app_metadata(meta: CheckpointMeta) -> dict[str, str]:
     """String metadata for the exported file: what an app needs to preprocess images."""
+    preprocessing = Preprocessing.from_dict(meta.preprocessing)
+    mean, std = preprocessing.input_mean_std()
     return {
         "class_names": json.dumps(meta.class_names),
-        "image_size": json.dumps(list(meta.image_size)),
-        "mean": json.dumps(list(meta.mean)),
-        "std": json.dumps(list(meta.std)),
-        "grayscale": json.dumps(bool(meta.grayscale)),
+        "image_size": json.dumps(list(preprocessing.image_size)),
+        "mean": json.dumps(mean),
+        "std": json.dumps(std),
+        "grayscale": json.dumps(preprocessing.grayscale),
         "num_classes": json.dumps(meta.num_classes),
         "architecture": meta.architecture,
         "run_name": meta.run_name,
@@ -126,7 +131,7 @@ def _export_verified(
 ) -> ExportReport:
     """Write to a temporary file, check it against ``net``, time both, rename into place."""
     generator = torch.Generator().manual_seed(0)
-    h, w = meta.image_size
+    h, w = Preprocessing.from_dict(meta.preprocessing).image_size
     example = torch.rand(2, meta.img_channels, h, w, generator=generator)
     image = torch.rand(1, meta.img_channels, h, w, generator=generator)
     with torch.inference_mode():
@@ -195,7 +200,7 @@ def _export_verified(
 def _output_path(checkpoint: str | Path, fmt: str, output: str | Path | None) -> Path:
     default_name = f"model{FORMATS[fmt]}"
     if output is None:
-        return checkpoint_run_dir(checkpoint) / "export" / default_name
+        return RunFolder.of_checkpoint(checkpoint).export / default_name
     path = Path(output)
     return path / default_name if path.is_dir() else path
 
@@ -204,8 +209,6 @@ def _output_path(checkpoint: str | Path, fmt: str, output: str | Path | None) ->
 def _write_onnx(
     net: torch.nn.Module, example: torch.Tensor, meta: CheckpointMeta, dest: Path, opset: int | None
 ) -> tuple[str, int | None]:
-    import onnx
-
     exporters = [("torch.onnx dynamo", _export_dynamo), ("torch.onnx legacy", _export_legacy)]
     if opset is not None and opset < DYNAMO_MIN_OPSET:
         exporters = exporters[1:]  # dynamo would export at 18 and convert down, often failing
@@ -260,8 +263,6 @@ def _export_dynamo(net: torch.nn.Module, example: torch.Tensor, opset: int | Non
 
 
 def _export_legacy(net: torch.nn.Module, example: torch.Tensor, opset: int | None):
-    import onnx
-
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's own deprecation notice
@@ -279,8 +280,6 @@ def _export_legacy(net: torch.nn.Module, example: torch.Tensor, opset: int | Non
 
 
 def _onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort
-
     try:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # latency is measured on one thread (see above)
@@ -328,6 +327,3 @@ def read_torchscript_metadata(path: str | Path) -> dict[str, str]:
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return json.loads(extra[TORCHSCRIPT_META_FILE])
-
-
-# ---- timing -------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from datasets.preprocessing import Preprocessing
 from datasets.stanford_data import StanfordCarsDataset
 
 
@@ -21,11 +22,10 @@ def compute_normalization_params(
 ) -> dict[str, list[float]]:
     """Mean and std of every pixel after resizing (and grayscale conversion), as the network
     sees the images before Normalize; rounded to 4 places like the thesis's values."""
-    dataset = StanfordCarsDataset(
-        data_path, split, image_size=image_size, convert_to_grayscale=grayscale
-    )
+    preprocessing = Preprocessing(image_size=tuple(image_size), grayscale=grayscale)
+    dataset = StanfordCarsDataset(data_path, split, preprocessing)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    channels = 1 if grayscale else 3
+    channels = preprocessing.channels
     total = torch.zeros(channels, dtype=torch.float64)
     total_sq = torch.zeros(channels, dtype=torch.float64)
     count = 0

@@ -1,10 +1,33 @@
-"""Adapt a torchvision network's first convolution to a different number of input channels."""
+"""What the architectures share: argument checks, weight initialisation, the stem swap."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from torch import nn
+
+
+def check_positive(name: str, value: int) -> None:
+    """Raise ValueError unless ``value`` is a positive integer."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def kaiming_fan_out_(conv: nn.Conv2d) -> None:
+    """He-normal weights scaled by fan-out (gain for ReLU) and a zero bias."""
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
+def init_conv_bn_(net: nn.Module) -> None:
+    """``kaiming_fan_out_`` for every Conv2d, unit scale and zero shift for every BatchNorm2d."""
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            kaiming_fan_out_(module)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 def replace_stem_conv(
@@ -41,9 +64,3 @@ def replace_stem_conv(
         parent[int(name)] = new
     else:
         setattr(parent, name, new)
-
-
-def check_positive(name: str, value: int) -> None:
-    """Raise ValueError unless ``value`` is a positive integer."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -7,12 +7,18 @@ checkpoint, predicts a few images and exports ONNX, printing where every output 
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 from pathlib import Path
 
-from utils.errors import run_cli
+from configuration import TEMPLATE_PATH, load_config
+from datasets.prepare import prepare_dataset
+from datasets.sample_data import make_sample_raw
+from utils.files import write_yaml_atomic
+from utils.logger import setup_logging
+from workflows.evaluation import evaluate_checkpoint
+from workflows.export import export_checkpoint
+from workflows.prediction import predict_paths
+from workflows.training import run_training
 
 # The template's settings, scaled down for a CPU. The sample classes differ by the colour of the
 # car's box, so the hue jitter (which would repaint them) is off; small batches give GhostNet's
@@ -30,13 +36,6 @@ DEMO_OVERRIDES = (
 
 def run_demo(demo_dir: str | Path, epochs: int | None = None, classes: int = 6) -> dict:
     """Run the demo in ``demo_dir``; returns the paths of everything it made."""
-    from datasets.sample_data import make_sample_raw
-    from datasets.stanford_utils import prepare_dataset
-    from utils.configuration import TEMPLATE_PATH, load_config
-    from utils.files import write_yaml_atomic
-    from utils.logger import setup_logging
-    from utils.training import run_training
-
     demo_dir = Path(demo_dir)
     raw_dir = demo_dir / "raw"
     data_dir = demo_dir / "stanford"
@@ -81,10 +80,6 @@ def run_demo(demo_dir: str | Path, epochs: int | None = None, classes: int = 6) 
 
 
 def _after_training(checkpoint: Path, data_dir: Path) -> dict:
-    from utils.evaluation import evaluate_checkpoint
-    from utils.export import export_checkpoint
-    from utils.prediction import predict_paths
-
     print(f"[4/6] Evaluating {checkpoint.name} on the test split")
     metrics = evaluate_checkpoint(checkpoint, data_path=data_dir, split="test")
     print(
@@ -107,18 +102,3 @@ def _after_training(checkpoint: Path, data_dir: Path) -> dict:
         f"{report.latency_ms_eager:.1f} ms (PyTorch eager)"
     )
     return {"evaluation": str(metrics["out_dir"]), "onnx": str(report.path)}
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dir", default="demo", help="folder for the demo's files (default: demo)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: 12)")
-    args = parser.parse_args(argv)
-    outputs = run_demo(args.dir, epochs=args.epochs)
-    print("Demo finished. Everything it made:")
-    print(json.dumps(outputs, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -1,0 +1,170 @@
+"""Evaluate a trained checkpoint on a prepared split (``evaluate.py``): loss, top-1/top-5,
+per-class accuracy and the confusion matrix.
+
+The numbers come from ``trainer.test`` with the same ``NetModule`` step that computed
+``valid_loss`` and ``valid_acc`` during training, and the split is read with the checkpoint's
+preprocessing without the training-only bbox crop or augmentation, so on the split used for
+validation (``test``) top-1 equals the ``valid_acc`` logged for the checkpoint's epoch. The loss
+is the one the checkpoint was trained with (format-1 checkpoints did not record it: for them it
+comes from the run's ``config.yml``, else plain ``CrossEntropyLoss``).
+
+Files written to ``out_dir`` (default ``<run>/evaluation/``): ``metrics.json`` (``loss``,
+``top1``, ``top5`` as fractions, ``num_images``, ``split``, ``checkpoint``, ``epoch``,
+``top5_k``, ``loss_function``, ...), ``per_class.csv``, ``confusion.png`` and
+``most_confused.csv`` (see ``workflows.reports``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torch.utils.data import DataLoader
+
+from datasets.labels import SPLITS
+from datasets.preprocessing import Preprocessing
+from datasets.stanford_data import StanfordCarsDataset
+from models.checkpoint import CheckpointMeta, network_from, read_checkpoint
+from models.net_module import NetModule
+from models.optimization import build_loss
+from utils.errors import UserError
+from utils.files import write_json_atomic
+from utils.hardware import default_num_workers, resolve_device
+from utils.logger import lightning_quiet
+from workflows.callbacks import make_trainer
+from workflows.reports import plot_confusion, write_most_confused, write_per_class
+from workflows.run_folder import RunFolder
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data_path: str | Path | None = None,
+    split: str = "test",
+    batch_size: int = 64,
+    out_dir: str | Path | None = None,
+    *,
+    device: str = "auto",
+    num_workers: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` on ``split`` of the prepared data; write the four result files to
+    ``out_dir`` and return the content of ``metrics.json`` (plus ``out_dir``)."""
+    checkpoint = Path(checkpoint)
+    if split not in SPLITS:
+        raise UserError(f"split '{split}' is not one of {', '.join(SPLITS)}. Pick one of them.")
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}. Pass e.g. 64.")
+    ckpt = read_checkpoint(checkpoint)
+    net, meta = network_from(ckpt)
+    run = RunFolder.of_checkpoint(checkpoint)
+    run_config = run.read_config()
+    if data_path is None:
+        data_path = run_config.get("stanford_data_path")
+        if not data_path:
+            raise UserError(
+                f"no data folder given and no run config ('{run.config_yml}') naming "
+                "stanford_data_path was found next to the checkpoint. Pass the prepared data "
+                "folder with -d DATA_PATH."
+            )
+    out = Path(out_dir) if out_dir is not None else run.evaluation
+    loss_fn, loss_name = _loss_of(meta, run_config)
+
+    preprocessing = Preprocessing.from_dict(meta.preprocessing).for_evaluation()
+    dataset = StanfordCarsDataset(data_path, split, preprocessing)
+    _check_labels(dataset, meta, data_path, split)
+    dev = resolve_device(device)
+    workers = default_num_workers() if num_workers is None else num_workers
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=min(workers, max(0, len(dataset) // batch_size)),
+        pin_memory=dev.type == "cuda",
+    )
+    module = NetModule(net, loss_fn, meta.num_classes)
+    # The progress bar goes to stderr: stdout carries the results (evaluate.py --json).
+    with lightning_quiet(), contextlib.redirect_stdout(sys.stderr):
+        trainer = make_trainer(
+            max_epochs=None,
+            accelerator=dev.type,
+            devices=1,
+            callbacks=[],
+            progress_bar=progress,
+        )
+        trainer.test(module, dataloaders=loader, verbose=False)
+    results = module.test_results
+    matrix = results.pop("confusion")
+
+    metrics: dict[str, Any] = {
+        "loss": results["loss"],
+        "top1": results["top1"],
+        "top5": results["top5"],
+        "num_images": len(dataset),
+        "split": split,
+        "checkpoint": str(checkpoint.resolve()),
+        "epoch": ckpt.get("epoch"),
+        "top5_k": results["top5_k"],
+        "num_classes": meta.num_classes,
+        "loss_function": loss_name,
+        "data_path": str(Path(data_path).resolve()),
+    }
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"cannot create the output folder '{out}' ({err}). Pass a writable folder with --out."
+        ) from None
+    write_json_atomic(out / "metrics.json", metrics)
+    write_per_class(out / "per_class.csv", matrix, meta.class_names)
+    write_most_confused(out / "most_confused.csv", matrix, meta.class_names)
+    plot_confusion(out / "confusion.png", matrix, meta.class_names, title=_title(meta, metrics))
+    return {**metrics, "out_dir": str(out)}
+
+
+def _loss_of(meta: CheckpointMeta, run_config: dict[str, Any]) -> tuple[nn.Module, str]:
+    """The checkpoint's loss; for format 1, the run config's, else cross-entropy."""
+    if meta.loss_function is not None:
+        return build_loss(meta.loss_function, meta.loss_params), meta.loss_function
+    name = run_config.get("loss_function")
+    if name:
+        try:
+            return build_loss(str(name), run_config.get("loss_params")), str(name)
+        except Exception as err:  # an old or hand-edited config: say so and go on with CE
+            log.warning(
+                "loss '%s' from the run's config could not be built (%s); using CrossEntropyLoss",
+                name,
+                err,
+            )
+    return nn.CrossEntropyLoss(), "CrossEntropyLoss"
+
+
+def _check_labels(
+    dataset: StanfordCarsDataset, meta: CheckpointMeta, data_path, split: str
+) -> None:
+    """The split must use the checkpoint's classes: same ids, same names."""
+    for sample in dataset.samples:
+        if sample.label >= meta.num_classes or meta.class_names[sample.label] != sample.class_name:
+            known = (
+                f"'{meta.class_names[sample.label]}'"
+                if sample.label < meta.num_classes
+                else f"no such class (it knows {meta.num_classes})"
+            )
+            raise UserError(
+                f"the {split} split in '{data_path}' does not match the checkpoint's classes: image "
+                f"'{sample.fname}' has class {sample.label + 1} '{sample.class_name}', the "
+                f"checkpoint has {known}. Evaluate on the data the network was trained on (-d)."
+            )
+
+
+def _title(meta: CheckpointMeta, metrics: dict[str, Any]) -> str:
+    name = meta.run_name or Path(metrics["checkpoint"]).name
+    return (
+        f"{name} on {metrics['split']} ({metrics['num_images']} images): "
+        f"top-1 {metrics['top1']:.2%}, top-{metrics['top5_k']} {metrics['top5']:.2%}"
+    )

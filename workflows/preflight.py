@@ -1,0 +1,51 @@
+"""A dry run of the first images and one training step, before a run folder exists."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from datasets.stanford_data_module import StanfordCarsDataModule
+from utils.errors import UserError
+
+
+def preflight(
+    data: StanfordCarsDataModule, net: nn.Module, loss_fn: nn.Module, loss_name: str, arch: str
+) -> None:
+    """Run two training images and one validation image through their transforms, and one
+    training step on a copy of the network, so that a setting that cannot work (a tensor
+    transform among the image augmentations, an image too small for the architecture, a loss
+    that does not take class labels) stops the run at once with a message."""
+    data.setup("fit")
+    train_set, valid_set = data.train_dataset, data.valid_dataset
+    train_keys = "image_augmentations / tensor_augmentations / crop_to_bboxes"
+    samples = []
+    for dataset, index, keys in (
+        (train_set, 0, train_keys),
+        (train_set, len(train_set) - 1, train_keys),
+        (valid_set, 0, "image_size / normalization"),
+    ):
+        try:
+            samples.append(dataset[index])
+        except UserError:
+            raise
+        except Exception as err:
+            raise UserError(
+                f"the {dataset.split} transforms fail on '{dataset.samples[index].fname}' "
+                f"({type(err).__name__}: {err}). Check {keys}: image augmentations get PIL "
+                "images (before ToTensor), tensor augmentations get tensors (after it)."
+            ) from None
+    images = torch.stack([image for image, _ in samples[:2]])
+    labels = torch.tensor([label for _, label in samples[:2]])
+    probe = copy.deepcopy(net).train()
+    try:
+        loss_fn(probe(images), labels).backward()
+    except Exception as err:
+        raise UserError(
+            f"one training step of '{arch}' on {list(images.shape[-2:])} images "
+            f"with {loss_name} fails ({type(err).__name__}: {err}). Check image_size "
+            "(227x227 suits every architecture) and loss_function (it must take logits and "
+            "class indices, like CrossEntropyLoss or LabelSmoothingCrossEntropy)."
+        ) from None

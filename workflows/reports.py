@@ -1,0 +1,123 @@
+"""The evaluation's report files, from a confusion matrix and the class names:
+``per_class.csv``, ``most_confused.csv`` and ``confusion.png``."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import matplotlib
+import torch
+
+from utils.files import write_bytes_atomic, write_text_atomic
+
+matplotlib.use("Agg")  # files only, never a window; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+
+MOST_CONFUSED = 20
+# Above this many classes the heatmap has no tick labels (class ids every few rows instead) and
+# above CELL_TEXT_MAX no numbers in the cells: they would be unreadable.
+TICK_LABELS_MAX = 40
+CELL_TEXT_MAX = 15
+PER_CLASS_COLUMNS = ("class_id", "class_name", "images", "correct", "accuracy")
+CONFUSED_COLUMNS = (
+    "true_class_id",
+    "true_class_name",
+    "predicted_class_id",
+    "predicted_class_name",
+    "count",
+    "fraction_of_true_class",
+)
+
+
+def _csv_text(columns, rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_per_class(path: Path, matrix: torch.Tensor, class_names: list[str]) -> None:
+    images = matrix.sum(dim=1)
+    correct = matrix.diagonal()
+    rows = []
+    for i, name in enumerate(class_names):
+        n, c = int(images[i]), int(correct[i])
+        rows.append([i, name, n, c, f"{c / n:.6f}" if n else ""])
+    write_text_atomic(path, _csv_text(PER_CLASS_COLUMNS, rows))
+
+
+def most_confused_pairs(
+    matrix: torch.Tensor, limit: int = MOST_CONFUSED
+) -> list[tuple[int, int, int]]:
+    """``(true, predicted, count)`` for the most frequent mistakes, largest count first."""
+    off = matrix.clone()
+    off.fill_diagonal_(0)
+    pairs = [(int(t), int(p), int(off[t, p])) for t, p in zip(*torch.nonzero(off, as_tuple=True))]
+    pairs.sort(key=lambda tpc: (-tpc[2], tpc[0], tpc[1]))
+    return pairs[:limit]
+
+
+def write_most_confused(path: Path, matrix: torch.Tensor, class_names: list[str]) -> None:
+    images = matrix.sum(dim=1)
+    rows = [
+        [t, class_names[t], p, class_names[p], n, f"{n / int(images[t]):.6f}"]
+        for t, p, n in most_confused_pairs(matrix)
+    ]
+    write_text_atomic(path, _csv_text(CONFUSED_COLUMNS, rows))
+
+
+def plot_confusion(
+    path: Path, matrix: torch.Tensor, class_names: list[str], title: str = ""
+) -> None:
+    """A heatmap of the row-normalised confusion matrix, readable up to 196 classes."""
+    k = len(class_names)
+    counts = matrix.double()
+    rows = counts.sum(dim=1, keepdim=True)
+    fractions = torch.where(rows > 0, counts / rows.clamp(min=1), torch.zeros_like(counts))
+    side = min(16.0, max(6.0, 0.07 * k + 4.0))
+    fig, ax = plt.subplots(figsize=(side + 1.5, side), dpi=120)
+    try:
+        image = ax.imshow(
+            fractions.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest"
+        )
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+        if k <= TICK_LABELS_MAX:
+            labels = [_short_name(i, name) for i, name in enumerate(class_names)]
+            ax.set_xticks(range(k), labels, rotation=90, fontsize=7)
+            ax.set_yticks(range(k), labels, fontsize=7)
+        else:  # class ids (0-based, as in per_class.csv) every few rows
+            step = max(1, round(k / 20))
+            ticks = list(range(0, k, step))
+            ax.set_xticks(ticks, [str(t) for t in ticks], rotation=90, fontsize=7)
+            ax.set_yticks(ticks, [str(t) for t in ticks], fontsize=7)
+        if k <= CELL_TEXT_MAX:
+            for t in range(k):
+                for p in range(k):
+                    if matrix[t, p]:
+                        ax.text(
+                            p,
+                            t,
+                            str(int(matrix[t, p])),
+                            ha="center",
+                            va="center",
+                            fontsize=8,
+                            color="black" if fractions[t, p] > 0.6 else "white",
+                        )
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        if title:
+            ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def _short_name(index: int, name: str, width: int = 28) -> str:
+    text = f"{index}: {name}"
+    return text if len(text) <= width else text[: width - 1] + "…"
