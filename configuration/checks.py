@@ -4,19 +4,17 @@ their params on a dummy parameter, so that a bad param fails at load time, not m
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
 from models.arch_dict import ARCHITECTURES, architecture_options
 from models.optimization import build_loss, build_optimizer, build_scheduler
 
-if TYPE_CHECKING:  # the schema imports this module to run the checks
-    from configuration.schema import Config
 
-
-def cross_key_problems(config: Config) -> list[str]:
-    """Every problem across keys, one message each (empty when the config is consistent)."""
+def cross_key_problems(config: Any) -> list[str]:
+    """Every problem across keys of a ``Config`` (which calls this while it validates, hence
+    no import of it here), one message each; empty when the config is consistent."""
     return [
         *_normalization_problems(config),
         *_plateau_problems(config),
@@ -25,7 +23,7 @@ def cross_key_problems(config: Config) -> list[str]:
     ]
 
 
-def _normalization_problems(config: Config) -> list[str]:
+def _normalization_problems(config: Any) -> list[str]:
     problems = []
     for key, params, expected in (
         ("normalization_params_rgb", config.normalization_params_rgb, 3),
@@ -46,7 +44,7 @@ def _normalization_problems(config: Config) -> list[str]:
     return problems
 
 
-def _plateau_problems(config: Config) -> list[str]:
+def _plateau_problems(config: Any) -> list[str]:
     if config.lr_scheduler != "ReduceLROnPlateau":
         return []
     patience = (config.lr_scheduler_params or {}).get("patience", 10)
@@ -58,7 +56,7 @@ def _plateau_problems(config: Config) -> list[str]:
     return []
 
 
-def _arch_option_problems(config: Config) -> list[str]:
+def _arch_option_problems(config: Any) -> list[str]:
     accepted = architecture_options(config.architecture)
     return [
         f"key '{key}': applies only to architectures that take it ({_takers(key)}), "
@@ -72,7 +70,7 @@ def _takers(option: str) -> str:
     return ", ".join(name for name in ARCHITECTURES if option in architecture_options(name))
 
 
-def _callable_param_problems(config: Config) -> list[str]:
+def _callable_param_problems(config: Any) -> list[str]:
     problems = []
     optimizer = None
     try:
