@@ -4,8 +4,10 @@ confusion matrix (the split is read with the validation transforms, without augm
 python evaluate.py --checkpoint CKPT [-d DATA_PATH] [--split test|train] [--batch-size N]
                    [--out DIR] [--json]
 
-Writes metrics.json, per_class.csv, confusion.png and most_confused.csv to --out (default:
-<run>/evaluation/ for <run>/checkpoints/CKPT). -d defaults to the run's stanford_data_path.
+CKPT is a .ckpt file or a run folder (its checkpoints/best.ckpt). Writes metrics.json,
+per_class.csv, confusion.png and most_confused.csv to --out (default: <run>/evaluation/<name>-<split>/
+for <run>/checkpoints/<name>.ckpt, e.g. evaluation/best-test/). -d defaults to the run's
+stanford_data_path.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 
 from utils.cli import non_negative_int, positive_int
 from utils.errors import run_cli
+from utils.text import shown_path
 from workflows.evaluation import evaluate_checkpoint
 
 
@@ -22,7 +25,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt file written by train.py")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a .ckpt file written by train.py, or a run folder (its checkpoints/best.ckpt)",
+    )
     parser.add_argument(
         "-d",
         "--data-path",
@@ -31,7 +38,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--split", choices=("test", "train"), default="test")
     parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--out", default=None, help="output folder (default: <run>/evaluation)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: <run>/evaluation/<checkpoint name>-<split>)",
+    )
     parser.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto"
     )
@@ -63,13 +74,15 @@ def main(argv=None) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(
-        f"{result['checkpoint']} (epoch {result['epoch']}) on the {result['split']} split: "
+        f"{shown_path(result['checkpoint'])} (epoch {result['epoch']}) on the {result['split']} split: "
         f"{result['num_images']} images, {result['num_classes']} classes"
     )
     print(f"  loss   {result['loss']:.4f} ({result['loss_function']})")
     print(f"  top-1  {result['top1']:.2%}")
     print(f"  top-{result['top5_k']}  {result['top5']:.2%}")
-    print(f"Files in {out_dir}: metrics.json, per_class.csv, confusion.png, most_confused.csv")
+    print(
+        f"Files in {shown_path(out_dir)}: metrics.json, per_class.csv, confusion.png, most_confused.csv"
+    )
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from utils.errors import run_cli
+from utils.text import shown_path
 from workflows.export import export_checkpoint
 
 
@@ -19,13 +20,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt file written by train.py")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a .ckpt file written by train.py, or a run folder (its checkpoints/best.ckpt)",
+    )
     parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     parser.add_argument(
         "--output", default=None, help="output file (default: <run>/export/model.onnx or .pt)"
     )
     parser.add_argument(
-        "--opset", type=int, default=None, help="ONNX opset (default: the exporter's choice)"
+        "--opset",
+        type=int,
+        default=None,
+        help="ONNX opset, 7 to 23 (default: the exporter's choice, opset 20 with torch 2.14)",
     )
     return parser.parse_args(argv)
 
@@ -35,7 +43,7 @@ def main(argv=None) -> int:
     report = export_checkpoint(args.checkpoint, args.format, args.output, args.opset)
     runtime = "ONNX Runtime" if report.format == "onnx" else "TorchScript"
     opset = f", opset {report.opset}" if report.opset is not None else ""
-    print(f"Exported {report.path} ({report.size_mb:.1f} MB; {report.exporter}{opset})")
+    print(f"Exported {shown_path(report.path)} ({report.size_mb:.1f} MB; {report.exporter}{opset})")
     print(
         f"  check: max |logit difference| vs PyTorch {report.max_abs_diff:.2e} (batches of 1 and 3)"
     )

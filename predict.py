@@ -1,6 +1,6 @@
 """Classify car images with a trained checkpoint.
 
-python predict.py --checkpoint CKPT PATH... [--top-k 5] [--json] [--device auto|cpu|cuda]
+python predict.py --checkpoint CKPT|RUN_FOLDER PATH... [--top-k 5] [--json] [--device auto|cpu|cuda]
 
 PATH is an image file (JPEG, PNG, BMP, WebP; RGB, grayscale or CMYK) or a folder (its images,
 sorted; not recursive). Prints the top-k classes per image with their softmax probabilities;
@@ -23,7 +23,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt file written by train.py")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a .ckpt file written by train.py, or a run folder (its checkpoints/best.ckpt)",
+    )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -1,5 +1,5 @@
 """Checks that span several keys of a config: normalization params against the colour mode,
-architecture options against the architecture, and the optimizer, scheduler and loss tried with
+the plateau scheduler's patience, and the optimizer, scheduler and loss tried with
 their params on a dummy parameter, so that a bad param fails at load time, not mid-run."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
-from models.arch_dict import ARCHITECTURES, architecture_options
+from datasets.device_augment import UnsupportedOnDevice, device_transform
 from models.optimization import build_loss, build_optimizer, build_scheduler
+from utils.hardware import physical_memory_bytes
 
 
 def cross_key_problems(config: Any) -> list[str]:
@@ -18,9 +19,53 @@ def cross_key_problems(config: Any) -> list[str]:
     return [
         *_normalization_problems(config),
         *_plateau_problems(config),
-        *_arch_option_problems(config),
         *_callable_param_problems(config),
+        *_memory_problems(config),
+        *_device_augmentation_problems(config),
     ]
+
+
+# ---- augment_on: device ------------------------------------------------------------
+def _device_augmentation_problems(config: Any) -> list[str]:
+    if config.augment_on != "device":
+        return []
+    problems = []
+    for augmentation in config.augmentations():
+        try:
+            device_transform(augmentation)
+        except UnsupportedOnDevice as err:
+            problems.append(f"key 'augment_on': {err}")
+    return problems
+
+
+# ---- what a setting costs in memory ------------------------------------------------
+# Checked before anything is allocated: an image size of [100000, 100000] would otherwise take
+# every byte of memory and be killed by the system without a word.
+MAX_IMAGE_SIDE = 4096
+# Training GhostNet holds about 100 bytes of activations and gradients per byte of input (measured
+# at 128x128 on the CPU); 32 keeps the estimate a floor, so only settings that cannot fit fail.
+TRAINING_BYTES_PER_INPUT_BYTE = 32
+
+
+def _memory_problems(config: Any) -> list[str]:
+    height, width = config.image_size
+    if max(height, width) > MAX_IMAGE_SIDE:
+        return [
+            f"key 'image_size': at most {MAX_IMAGE_SIDE} pixels a side, got {[height, width]} "
+            "(Stanford Cars images are at most a few thousand pixels; the thesis used 227x227)"
+        ]
+    memory = physical_memory_bytes()
+    input_bytes = config.batch_size * config.img_channels * height * width * 4  # float32
+    needed = input_bytes * TRAINING_BYTES_PER_INPUT_BYTE
+    if memory is not None and needed > memory:
+        fitting = max(1, memory // (needed // config.batch_size))
+        return [
+            f"keys 'batch_size' x 'image_size': a batch of {config.batch_size} images of "
+            f"{height}x{width} needs at least {needed / 2**30:,.1f} GiB to train, more than this "
+            f"machine's {memory / 2**30:,.1f} GiB; lower batch_size (at most {fitting} at this "
+            "image size) or image_size"
+        ]
+    return []
 
 
 def _normalization_problems(config: Any) -> list[str]:
@@ -54,20 +99,6 @@ def _plateau_problems(config: Any) -> list[str]:
             f"got {patience!r}"
         ]
     return []
-
-
-def _arch_option_problems(config: Any) -> list[str]:
-    accepted = architecture_options(config.architecture)
-    return [
-        f"key '{key}': applies only to architectures that take it ({_takers(key)}), "
-        f"not to '{config.architecture}'; remove it from the config"
-        for key in config.arch_options()
-        if key not in accepted
-    ]
-
-
-def _takers(option: str) -> str:
-    return ", ".join(name for name in ARCHITECTURES if option in architecture_options(name))
 
 
 def _callable_param_problems(config: Any) -> list[str]:

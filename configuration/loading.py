@@ -5,6 +5,7 @@ what was given and, for names, the closest valid one."""
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,12 @@ import yaml
 from pydantic import ValidationError
 
 from configuration.schema import REDACTED, SECRET_KEYS, Config
+from models.arch_dict import ARCHITECTURES, architecture_options
 from utils.errors import UserError
 from utils.names import NameError_, closest
+from utils.text import clip, mask, secret_values, short
+
+log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = PROJECT_ROOT / "config_template.yml"
@@ -59,15 +64,28 @@ def load_config(
             f"config file '{path}' not found (or not a file). Pass an existing YAML file with -c PATH."
         )
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=ConfigLoader)
-    except yaml.YAMLError as err:
-        raise UserError(
-            f"config file '{path}' is not valid YAML: {err}. Fix the syntax at the place shown."
-        ) from None
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(
             f"config file '{path}' could not be read ({err}). Check the file and its permissions."
         ) from None
+    # ---- secrets and sizes: no message shows a secret, no value is unbounded ----
+    secrets = secret_values("\n".join([text, *map(str, overrides or ())]), SECRET_KEYS)
+    try:
+        return _load_text(text, path, overrides, data_path)
+    except UserError as err:
+        raise UserError(mask(str(err), secrets)) from None
+
+
+def _load_text(text: str, path: Path, overrides, data_path: str | None) -> Config:
+    try:
+        raw = yaml.load(text, Loader=ConfigLoader)
+    except yaml.YAMLError as err:
+        raise UserError(
+            f"config file '{path}' is not valid YAML: {clip(err, 2000)}. Fix the syntax at the "
+            "place shown."
+        ) from None
+    check_expansion(raw, f"config file '{path}'")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -78,7 +96,8 @@ def load_config(
     raw = apply_overrides(raw, overrides)
     if data_path is not None:
         raw["stanford_data_path"] = str(data_path)
-    return validate_config(raw, source=str(path))
+    set_keys = {str(item).partition("=")[0].strip().split(".")[0] for item in overrides or ()}
+    return validate_config(raw, source=str(path), set_keys=set_keys)
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
@@ -87,17 +106,24 @@ def apply_overrides(raw: dict, overrides) -> dict:
     for item in overrides or ():
         key, sep, text = str(item).partition("=")
         key = key.strip()
+        secrets = secret_values(str(item), SECRET_KEYS)
+        shown = mask(clip(item), secrets)
         if not sep or not key:
             raise UserError(
-                f"--set '{item}' is not KEY=VALUE. Write it like --set batch_size=32 or "
+                f"--set '{shown}' is not KEY=VALUE. Write it like --set batch_size=32 or "
                 "--set optimizer_params.weight_decay=0.3."
             )
+        if key in SECRET_KEYS:
+            secrets = [*secrets, text.strip(), text.strip().strip("'\"")]
+            shown = f"{key}={REDACTED}"
         try:
             value = yaml.load(text, Loader=ConfigLoader) if text.strip() else None
         except yaml.YAMLError as err:
             raise UserError(
-                f"--set '{item}': the value is not valid YAML ({err}). Quote it or fix it."
+                f"--set '{shown}': the value is not valid YAML ({mask(clip(err, 2000), secrets)})."
+                " Quote it or fix it."
             ) from None
+        check_expansion(value, f"--set '{shown}'")
         if key in _SPELLINGS:  # an override replaces the setting under either spelling
             raw.pop(_SPELLINGS[key], None)
         target = raw
@@ -110,21 +136,56 @@ def apply_overrides(raw: dict, overrides) -> dict:
     return raw
 
 
-def validate_config(raw: dict, source: str = "config") -> Config:
-    """Validate a raw mapping into a ``Config``, translating errors into one ``UserError``."""
+def validate_config(
+    raw: dict, source: str = "config", set_keys: set[str] | frozenset[str] = frozenset()
+) -> Config:
+    """Validate a raw mapping into a ``Config``, translating errors into one ``UserError``.
+
+    Architecture options the chosen architecture does not take (GhostNet's ``dropout``,
+    ``output_channels``, ``width_mult`` for another network) are ignored with one warning, as
+    the original did, so that switching ``architecture`` in the template just works."""
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw)
     except ValidationError as err:
-        raise UserError(_format_errors(err, source)) from None
+        raise UserError(_format_errors(err, source, set_keys)) from None
     except NameError_ as err:  # pragma: no cover - validators wrap these
         raise UserError(f"{source}: {err}") from None
+    ignored = config.ignored_arch_options()
+    if ignored:
+        written = [
+            "output_channels" if key == "out_channels" and "output_channels" in raw else key
+            for key in ignored
+        ]
+        names = ", ".join(written)
+        log.warning(
+            "%s: %s ignored: '%s' does not take %s (they apply to %s).",
+            source,
+            names,
+            config.architecture,
+            "it" if len(ignored) == 1 else "them",
+            _takers(ignored),
+        )
+    return config
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def _takers(options: list[str]) -> str:
+    takers = [
+        name
+        for name in ARCHITECTURES
+        if any(option in architecture_options(name) for option in options)
+    ]
+    return ", ".join(takers)
+
+
+def _format_errors(
+    err: ValidationError, source: str, set_keys: set[str] | frozenset[str] = frozenset()
+) -> str:
     problems = []
+    from_set = []
     valid_keys = set(Config.model_fields) | {"output_channels"}
-    for item in err.errors():
+    for item in err.errors(include_input=True, include_url=False, include_context=False):
         loc = ".".join(str(p) for p in item["loc"])
+        from_set.append(bool(item["loc"]) and str(item["loc"][0]) in set_keys)
         given = item.get("input")
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
@@ -136,15 +197,62 @@ def _format_errors(err: ValidationError, source: str) -> str:
         elif not loc:
             problems.append(message)
         else:
-            shown = REDACTED if loc in SECRET_KEYS else _short(given)
-            problems.append(f"key '{loc}': {message} (given: {shown})")
-    return (
-        f"{source} has {len(problems)} problem(s): " + "; ".join(problems) + ". "
-        "Fix the value(s) in the config file (see config_template.yml for valid examples) "
-        "or with --set KEY=VALUE."
-    )
+            shown = REDACTED if loc in SECRET_KEYS else short(given)
+            problems.append(f"key '{loc}': {clip(message, 1000)} (given: {shown})")
+    if from_set and all(from_set):
+        header, fix = "--set", "Fix the value(s) given with --set KEY=VALUE"
+    else:
+        problems = [
+            f"{text} (from --set)" if came_from_set else text
+            for text, came_from_set in zip(problems, from_set)
+        ]
+        header = source
+        fix = (
+            "Fix the value(s) in the config file (see config_template.yml for valid examples) "
+            "or with --set KEY=VALUE"
+        )
+    listed = "; ".join(problems)
+    end = "" if listed.endswith((".", "?", "!")) else "."
+    return f"{header} has {len(problems)} problem(s): {listed}{end} {fix}."
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+# ---- bounded values ----------------------------------------------------------------
+# YAML aliases let a few hundred bytes stand for billions of values ("billion laughs"); the
+# loader shares them, but validating or showing them would walk every copy.
+MAX_VALUES = 100_000
+
+
+def check_expansion(value: Any, source: str) -> None:
+    """A UserError when ``value``, with its YAML aliases expanded, holds more than
+    ``MAX_VALUES`` values or refers to itself."""
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (list, dict)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in visiting:
+            raise UserError(
+                f"{source}: a YAML alias (*name) refers to the value that contains it. Write "
+                "the value out instead of using anchors (&name) and aliases."
+            )
+        visiting.add(key)
+        children = node.values() if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_VALUES:
+                break
+        visiting.discard(key)
+        sizes[key] = min(total, MAX_VALUES + 1)
+        return sizes[key]
+
+    if size(value) > MAX_VALUES:
+        raise UserError(
+            f"{source}: the YAML holds more than {MAX_VALUES:,} values once its aliases (*name) "
+            "are expanded. A config needs far fewer; write the values out instead of nesting "
+            "anchors (&name) and aliases."
+        )

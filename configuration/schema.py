@@ -22,7 +22,7 @@ from pydantic import (
 from configuration.checks import cross_key_problems
 from datasets.preprocessing import Augmentation, Preprocessing, augmentations_from
 from datasets.transforms import resolve_transform
-from models.arch_dict import ARCH_OPTIONS, ARCHITECTURES
+from models.arch_dict import ARCH_OPTIONS, ARCHITECTURES, architecture_options
 from models.optimization import resolve_loss, resolve_optimizer, resolve_scheduler
 from utils.names import NameError_, closest
 
@@ -66,12 +66,21 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
     # Logging settings
-    loglevel: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    loglevel: Literal["NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     logging_dir: str = "logs"
     log_to_neptune: bool = False
     neptune_username: str | None = None
     neptune_project_name: str | None = None
     neptune_api_token: SecretStr | None = None
+
+    # Experiment trackers, tags and description (not in the thesis's listing)
+    neptune_mode: Literal["offline", "async", "sync", "debug"] = "offline"
+    log_to_mlflow: bool = True
+    mlflow_tracking_uri: str | None = None  # None: sqlite:///<output_path>/mlflow.db
+    mlflow_experiment: str = Field("cars", min_length=1)
+    log_to_tensorboard: bool = False
+    tags: list[str] = Field(default_factory=list)
+    description: str | None = None
 
     # Data location
     stanford_raw_data_path: str | None = None
@@ -114,8 +123,8 @@ class Config(BaseModel):
     architecture: str = "ghost"
     batch_size: int = Field(64, gt=0)
     num_epochs: int = Field(200, gt=0)
-    dropout: float | None = Field(None, ge=0, lt=1)
-    out_channels: int | None = Field(None, gt=0)
+    dropout: float | None = Field(0.2, ge=0, lt=1)
+    out_channels: int | None = Field(320, gt=0)
     width_mult: float | None = Field(None, gt=0)
 
     # Optimisation
@@ -134,7 +143,19 @@ class Config(BaseModel):
     num_workers: int | None = Field(None, ge=0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | list[int] | Literal["auto"] = "auto"
-    seed: int = Field(42, ge=0, le=2**32 - 1)
+    # None: a fresh seed per run, recorded in the run's config.yml and summary.json.
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+
+    # Fine-tuning from a trained checkpoint (see workflows/fine_tuning.py)
+    init_from: str | None = None  # a .ckpt written by train.py; its weights start the run
+    freeze_epochs: int = Field(0, ge=0)  # epochs that train only the classifier head
+
+    # Speed (see datasets/cache.py, datasets/device_augment.py, workflows/speed.py)
+    cache_images: bool = False  # resized pixels cached per split beside the prepared data
+    augment_on: Literal["cpu", "device"] = "cpu"  # where augmentations and Normalize run
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the network
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
 
     # ---- spellings ---------------------------------------------------------------------------
     @model_validator(mode="before")
@@ -253,14 +274,28 @@ class Config(BaseModel):
         )
 
     def arch_options(self) -> dict[str, Any]:
-        """The architecture options that were set (GhostNet's dropout/out_channels/width_mult)."""
-        values = {key: getattr(self, key, None) for key in ARCH_OPTIONS}
+        """The architecture options that were set and that the architecture takes (GhostNet's
+        dropout/out_channels/width_mult); the others are ignored, as the original did."""
+        accepted = architecture_options(self.architecture)
+        values = {key: getattr(self, key, None) for key in ARCH_OPTIONS if key in accepted}
         return {key: value for key, value in values.items() if value is not None}
 
+    def ignored_arch_options(self) -> list[str]:
+        """The architecture options written in the config that the architecture does not take."""
+        accepted = architecture_options(self.architecture)
+        return [
+            key
+            for key in ARCH_OPTIONS
+            if key in self.model_fields_set
+            and getattr(self, key, None) is not None
+            and key not in accepted
+        ]
+
     def early_stopping_patience(self) -> int:
-        """15 epochs, or 3x the scheduler's patience for ReduceLROnPlateau (thesis 4)."""
-        if self.lr_scheduler == "ReduceLROnPlateau":
-            return 3 * int((self.lr_scheduler_params or {}).get("patience", 10))
+        """15 epochs; with ReduceLROnPlateau and its ``patience`` set, 3x that patience."""
+        patience = (self.lr_scheduler_params or {}).get("patience")
+        if self.lr_scheduler == "ReduceLROnPlateau" and patience is not None:
+            return 3 * int(patience)
         return 15
 
     def to_public_dict(self) -> dict[str, Any]:

@@ -3,6 +3,11 @@
 
 Columns: ``image_fname,class,bbox_x1,bbox_y1,bbox_x2,bbox_y2,class_name``; ``class`` is 1-based
 (0-based ``label`` in memory), rows sorted by ``image_fname``.
+
+Every CSV this project writes goes through ``csv_writer``: text cells are always quoted (a name
+holding a comma, a quote or a line break reads back unchanged), and a text cell that a
+spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+return) gets a leading ``'``, which ``read_annotations`` removes again.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import csv
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TextIO
 
 from utils.errors import UserError
 
@@ -33,11 +39,48 @@ def labels_csv(data_path: str | Path, split: str) -> Path:
     return Path(data_path) / f"{split}_labels.csv"
 
 
+# ---- one quoting-aware CSV format --------------------------------------------------
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` with a leading ``'`` when a spreadsheet would run it as a formula (and when it
+    starts with ``'`` itself, so that ``from_spreadsheet_safe`` restores every text exactly)."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def from_spreadsheet_safe(text: str) -> str:
+    """The text ``spreadsheet_safe`` was given."""
+    return text[1:] if text.startswith("'") else text
+
+
+def csv_writer(handle: TextIO) -> CsvWriter:
+    """A writer whose rows are safe to read back and to open in a spreadsheet: every text cell
+    quoted and made ``spreadsheet_safe``, numbers as they are."""
+    return CsvWriter(csv.writer(handle, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC))
+
+
+class CsvWriter:
+    """``csv.writer`` with text cells made ``spreadsheet_safe``."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    def writerow(self, row: Iterable[Any]) -> None:
+        self._writer.writerow(
+            [spreadsheet_safe(cell) if isinstance(cell, str) else cell for cell in row]
+        )
+
+    def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
+        for row in rows:
+            self.writerow(row)
+
+
 def write_labels_csv(path: str | Path, annotations: Iterable[Annotation]) -> None:
     """Write annotations as a labels CSV, sorted by file name (``OSError`` is the caller's)."""
     rows = sorted(annotations, key=lambda ann: ann.fname)
     with Path(path).open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = csv_writer(handle)
         writer.writerow(LABEL_COLUMNS)
         for ann in rows:
             writer.writerow([ann.fname, ann.label + 1, *ann.bbox, ann.class_name])
@@ -76,8 +119,14 @@ def read_annotations(data_path: str | Path, split: str) -> dict[str, Annotation]
                         f"labels file '{path}', line {line}: classes are numbered from 1, got "
                         f"{class_id}. Fix the row or prepare the dataset again."
                     )
-                fname = row["image_fname"]
-                annotations[fname] = Annotation(fname, class_id - 1, bbox, row["class_name"])
+                fname = from_spreadsheet_safe(row["image_fname"])
+                if fname in annotations:
+                    raise UserError(
+                        f"labels file '{path}', line {line}: image '{fname}' is listed twice. "
+                        "Keep one row per image (prepare the dataset again)."
+                    )
+                name = from_spreadsheet_safe(row["class_name"] or "")
+                annotations[fname] = Annotation(fname, class_id - 1, bbox, name)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise UserError(f"labels file '{path}' could not be read ({err}). {hint}") from None
     if not annotations:
@@ -97,11 +146,14 @@ def class_names_from(annotation_sets: Iterable[dict[str, Annotation]]) -> list[s
                     f"class {ann.label + 1} has two names, '{known}' and '{ann.class_name}'. "
                     "Make every row of a class carry the same class_name in the labels CSVs."
                 )
-    count = max(names) + 1
-    gaps = [i + 1 for i in range(count) if i not in names]
-    if gaps:
+    # Ids are checked against the classes present before anything is sized by the largest one:
+    # a single id of 10^12 must not allocate 10^12 names.
+    count = len(names)
+    if max(names) + 1 != count:
+        gaps = [i + 1 for i in range(count) if i not in names]
         raise UserError(
-            f"class ids must run from 1 to {count} without gaps, but no image has class "
+            f"class ids must run from 1 to {count} (the number of classes present) without gaps, "
+            f"but the largest is {max(names) + 1} and no image has class "
             f"{', '.join(map(str, gaps[:10]))}. Renumber the classes in the labels CSVs."
         )
     return [names[i] for i in range(count)]

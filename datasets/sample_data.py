@@ -309,18 +309,53 @@ def _write_tgz(path: Path, folder: str, files: dict[str, bytes]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
+# ---- a folder of photos, one sub-folder per class ---------------------------------
+def make_sample_photos(
+    dest: str | Path,
+    class_names: tuple[str, ...] | list[str] = ("Cab", "Van"),
+    per_class: int = 4,
+    seed: int = 0,
+) -> Path:
+    """Write ``dest/<class>/001.jpg``...: noisy pictures in the class's colour, of odd sizes
+    (every class uses the same file names, as photo folders often do). Returns ``dest``."""
+    dest = Path(dest)
+    for index, name in enumerate(class_names):
+        folder = dest / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for number in range(1, per_class + 1):
+            rng = np.random.default_rng([seed, index, number])
+            width, height = 48 + 7 * number, 50 + 5 * index
+            pixels = np.array(class_color(index), np.float32) + rng.normal(
+                0.0, 20.0, (height, width, 3)
+            )
+            picture = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB")
+            picture.save(folder / f"{number:03d}.jpg", format="JPEG", quality=92)
+    return dest
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m datasets.sample_data",
         description="Write a miniature Stanford Cars download (real file formats) for tests "
         "and demos.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # defaults shown
     )
     parser.add_argument("dest", type=Path, help="folder to write the raw files into")
-    parser.add_argument("--layout", choices=LAYOUTS, default="updated")
-    parser.add_argument("--classes", type=positive_int, default=3)
-    parser.add_argument("--train-per-class", type=positive_int, default=4)
-    parser.add_argument("--test-per-class", type=positive_int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="updated",
+        help="which download to imitate: the updated release (car_ims.tgz, cars_annos.mat), "
+        "the original one (cars_train.tgz, cars_test.tgz) or torchvision's extracted folder",
+    )
+    parser.add_argument("--classes", type=positive_int, default=3, help="number of car classes")
+    parser.add_argument(
+        "--train-per-class", type=positive_int, default=4, help="training images per class"
+    )
+    parser.add_argument(
+        "--test-per-class", type=positive_int, default=2, help="test images per class"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated pictures")
     parser.add_argument(
         "--nested", action="store_true", help="Kaggle-style cars_train/cars_train/ (extracted)"
     )

@@ -11,15 +11,28 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
+from torchvision.transforms.functional import pil_to_tensor
 
+from datasets.cache import ImageCache, array_image
 from datasets.labels import SPLITS, Annotation, labels_csv, read_annotations
 from datasets.preprocessing import Augmentation, Preprocessing
-from datasets.transforms import build_transform, crop_to_bbox, load_image
+from datasets.transforms import (
+    build_after_resize,
+    build_transform,
+    crop_to_bbox,
+    load_image,
+    resize_stages,
+)
 from utils.errors import UserError
 
 
 class StanfordCarsDataset(Dataset):
-    """One split of prepared Stanford Cars, through ``preprocessing`` and ``augmentations``."""
+    """One split of prepared Stanford Cars, through ``preprocessing`` and ``augmentations``.
+
+    With ``cache`` (built for these samples, in this order) the resized pixels come from it
+    instead of the image files. With ``uint8`` each item is the resized ``(C, H, W)`` uint8
+    image, the augmentations and Normalize being left to the device (``augment_on: device``).
+    """
 
     def __init__(
         self,
@@ -28,6 +41,8 @@ class StanfordCarsDataset(Dataset):
         preprocessing: Preprocessing | None = None,
         augmentations: Iterable[Augmentation] = (),
         annotations: dict[str, Annotation] | None = None,
+        cache: ImageCache | None = None,
+        uint8: bool = False,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -40,6 +55,11 @@ class StanfordCarsDataset(Dataset):
         self.samples = sorted(annotations.values(), key=lambda a: a.fname)
         self._check_images()
         self.transform = build_transform(self.preprocessing, augmentations)
+        # ---- decoded-image cache and device augmentation (speed) ----
+        self.cache = cache
+        self.uint8 = uint8
+        self.resize = resize_stages(self.preprocessing)
+        self.after_resize = build_after_resize(self.preprocessing, augmentations)
 
     def _check_images(self) -> None:
         if not self.image_dir.is_dir():
@@ -47,7 +67,13 @@ class StanfordCarsDataset(Dataset):
                 f"image folder '{self.image_dir}' not found. Prepare the dataset with "
                 "'python prepare_stanford_dataset.py' or point -d / stanford_data_path at it."
             )
-        present = {p.name for p in self.image_dir.iterdir()}
+        try:
+            present = {p.name for p in self.image_dir.iterdir()}
+        except OSError as err:  # an unreadable folder
+            raise UserError(
+                f"image folder '{self.image_dir}' cannot be read ({err.strerror or err}). Give "
+                f"yourself read permission on it (e.g. chmod -R u+rX '{self.image_dir}')."
+            ) from None
         missing = [s.fname for s in self.samples if s.fname not in present]
         if missing:
             raise UserError(
@@ -61,6 +87,11 @@ class StanfordCarsDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[index]
+        if self.cache is not None:
+            array = self.cache[index]
+            if self.uint8:
+                return torch.from_numpy(array.transpose(2, 0, 1).copy()), sample.label
+            return self.after_resize(array_image(array)), sample.label
         path = self.image_dir / sample.fname
         try:
             img = load_image(path)
@@ -72,4 +103,6 @@ class StanfordCarsDataset(Dataset):
             ) from None
         if self.preprocessing.crop_to_bboxes:
             img = crop_to_bbox(img, sample.bbox, self.preprocessing.erase_background)
+        if self.uint8:
+            return pil_to_tensor(self.resize(img)), sample.label
         return self.transform(img), sample.label

@@ -7,11 +7,17 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
+from datasets.cache import CACHE_DIRNAME, ImageCache, open_or_build
+from datasets.device_augment import DeviceAugmenter
 from datasets.labels import SPLITS, class_names_from, read_annotations
 from datasets.preprocessing import Augmentation, Preprocessing
 from datasets.stanford_data import StanfordCarsDataset
+from utils.hardware import available_cpus
+
+AUGMENT_ON = ("cpu", "device")
 
 
 class StanfordCarsDataModule(pl.LightningDataModule):
@@ -19,6 +25,12 @@ class StanfordCarsDataModule(pl.LightningDataModule):
 
     The thesis had no hold-out set: the test split is used for validation, without augmentation
     and without the bbox crop. Class names and their number come from the labels CSVs.
+
+    Speed settings: ``cache_images`` reads resized pixels from a cache per split (built on the
+    first ``setup``, under ``cache_dir``, default ``<data_path>/.cache``); ``augment_on``
+    ``device`` makes the loaders yield uint8 batches that ``on_after_batch_transfer`` turns
+    into normalised (and, for training, augmented) float batches on the device;
+    ``channels_last`` hands them over in that memory format.
     """
 
     def __init__(
@@ -29,8 +41,15 @@ class StanfordCarsDataModule(pl.LightningDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool = False,
+        cache_images: bool = False,
+        augment_on: str = "cpu",
+        channels_last: bool = False,
+        cache_dir: str | Path | None = None,
+        progress: bool = True,
     ) -> None:
         super().__init__()
+        if augment_on not in AUGMENT_ON:
+            raise ValueError(f"augment_on must be one of {AUGMENT_ON}, got {augment_on!r}")
         self.data_path = Path(data_path)
         self.preprocessing = preprocessing or Preprocessing()
         self.augmentations = tuple(augmentations)
@@ -42,12 +61,21 @@ class StanfordCarsDataModule(pl.LightningDataModule):
         self.class_names = class_names_from(self.annotations.values())
         self.train_dataset: StanfordCarsDataset | None = None
         self.valid_dataset: StanfordCarsDataset | None = None
+        # ---- speed: decoded-image cache, device augmentation, memory format ----
+        self.cache_images = cache_images
+        self.cache_dir = Path(cache_dir) if cache_dir else self.data_path / CACHE_DIRNAME
+        self.progress = progress
+        self.channels_last = channels_last
+        self.device_augmenter: DeviceAugmenter | None = None
+        if augment_on == "device":
+            self.device_augmenter = DeviceAugmenter(self.preprocessing, self.augmentations)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     def setup(self, stage: str | None = None) -> None:
+        uint8 = self.device_augmenter is not None
         if self.train_dataset is None and stage in (None, "fit"):
             self.train_dataset = StanfordCarsDataset(
                 self.data_path,
@@ -55,14 +83,47 @@ class StanfordCarsDataModule(pl.LightningDataModule):
                 self.preprocessing,
                 self.augmentations,
                 annotations=self.annotations["train"],
+                uint8=uint8,
             )
+            self.train_dataset.cache = self._cache(self.train_dataset)
         if self.valid_dataset is None:
             self.valid_dataset = StanfordCarsDataset(
                 self.data_path,
                 "test",
                 self.preprocessing.for_evaluation(),
                 annotations=self.annotations["test"],
+                uint8=uint8,
             )
+            self.valid_dataset.cache = self._cache(self.valid_dataset)
+
+    def _cache(self, dataset: StanfordCarsDataset) -> ImageCache | None:
+        if not self.cache_images:
+            return None
+        return open_or_build(
+            dataset.image_dir,
+            dataset.split,
+            dataset.samples,
+            dataset.preprocessing,
+            self.cache_dir,
+            workers=available_cpus(),
+            progress=self.progress,
+        )
+
+    def finish_batch(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        """A loader batch as the network takes it: with ``augment_on: device``, uint8 to
+        normalised float (augmented when ``train``), on the batch's device."""
+        if self.device_augmenter is not None:
+            images = self.device_augmenter.to(images.device)(images, train=train)
+        if self.channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.device_augmenter is None and not self.channels_last:
+            return batch
+        images, labels = batch
+        train = self.trainer is not None and self.trainer.training
+        return self.finish_batch(images, train), labels
 
     def _loader(self, dataset: StanfordCarsDataset, shuffle: bool) -> DataLoader:
         return DataLoader(

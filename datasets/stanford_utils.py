@@ -7,6 +7,7 @@ The preparation lives in ``datasets/prepare/``:
 - ``annotations.py``: the MATLAB annotation files turned into one record per image.
 - ``archives.py``: tar archives streamed member by member, unsafe member names refused.
 - ``images.py``: annotated images decoded once and copied unchanged into the build folder.
+- ``photos.py``: a folder of photos, one sub-folder per class, split and converted.
 - ``output.py``: the output folder: checks, work folders beside it, the swap, marker and CSVs.
 """
 

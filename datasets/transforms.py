@@ -90,11 +90,27 @@ def build_transform(
     preprocessing: Preprocessing, augmentations: Iterable[Augmentation] = ()
 ) -> T.Compose:
     """The tensor pipeline after decoding (and cropping) a PIL image."""
-    augmentations = list(augmentations)
+    return T.Compose(
+        resize_stages(preprocessing).transforms
+        + build_after_resize(preprocessing, augmentations).transforms
+    )
+
+
+def resize_stages(preprocessing: Preprocessing) -> T.Compose:
+    """The deterministic stages after decoding and the bbox crop: resize, then grayscale."""
     stages: list = [T.Resize(preprocessing.image_size)]
     if preprocessing.grayscale:
         stages.append(T.Grayscale(num_output_channels=1))
-    stages += [build_augmentation(a) for a in augmentations if not a.on_tensor]
+    return T.Compose(stages)
+
+
+def build_after_resize(
+    preprocessing: Preprocessing, augmentations: Iterable[Augmentation] = ()
+) -> T.Compose:
+    """The stages after resize and grayscale: image augmentations, ToTensor, tensor
+    augmentations, Normalize (what a cached, already resized image still goes through)."""
+    augmentations = list(augmentations)
+    stages: list = [build_augmentation(a) for a in augmentations if not a.on_tensor]
     stages.append(T.ToTensor())
     stages += [build_augmentation(a) for a in augmentations if a.on_tensor]
     if preprocessing.normalize:

@@ -20,6 +20,7 @@ from torch import nn
 
 from models.arch_dict import build_network
 from utils.errors import UserError
+from utils.text import clip, short
 
 META_KEY = "cars"
 FORMAT_VERSION = 2
@@ -54,11 +55,41 @@ class CheckpointMeta:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckpointMeta:
+        """The metadata of a checkpoint; a ``UserError`` naming the first field that is missing
+        or of the wrong kind (a damaged or hand-made checkpoint must not end in a traceback)."""
+        if not isinstance(data, dict):
+            raise _damaged(f"its '{META_KEY}' section is a {type(data).__name__}, not a mapping")
         data = dict(data)
         if "preprocessing" not in data:  # format 1
             data["preprocessing"] = {k: data[k] for k in _FLAT_PREPROCESSING if k in data}
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        missing = [f.name for f in fields(cls) if f.name not in data and f.name in _REQUIRED]
+        if missing:
+            raise _damaged(f"its '{META_KEY}' section lacks {', '.join(missing)}")
+        meta = cls(**{k: v for k, v in data.items() if k in known})
+        problem = meta.problem()
+        if problem:
+            raise _damaged(problem)
+        return meta
+
+    # ---- validation ------------------------------------------------------------------
+    def problem(self) -> str | None:
+        """What is wrong with these fields, or None."""
+        if not isinstance(self.architecture, str):
+            return f"architecture is {short(self.architecture)}, not a name"
+        if not _is_int(self.num_classes) or self.num_classes < 1:
+            return f"num_classes is {short(self.num_classes)}, not a whole number >= 1"
+        names = self.class_names
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return "class_names is not a list of names"
+        if len(names) != self.num_classes:
+            return f"it has {len(names)} class_names for num_classes {self.num_classes}"
+        for key, kind in (("arch_options", dict), ("loss_params", dict), ("run_name", str)):
+            if not isinstance(getattr(self, key), kind):
+                return f"{key} is {short(getattr(self, key))}, not a {kind.__name__}"
+        if self.loss_function is not None and not isinstance(self.loss_function, str):
+            return f"loss_function is {short(self.loss_function)}, not a name"
+        return _preprocessing_problem(self.preprocessing)
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -94,14 +125,76 @@ def load_network(path: str | Path) -> tuple[nn.Module, CheckpointMeta]:
 
 
 def network_from(ckpt: dict) -> tuple[nn.Module, CheckpointMeta]:
-    """Rebuild the network of a checkpoint read by ``read_checkpoint``, in eval mode on the CPU."""
+    """Rebuild the network of a checkpoint read by ``read_checkpoint``, in eval mode on the CPU;
+    a ``UserError`` when its metadata or weights do not make a network."""
     meta = CheckpointMeta.from_dict(ckpt[META_KEY])
-    net = build_network(meta.architecture, meta.num_classes, meta.img_channels, **meta.arch_options)
+    try:
+        net = build_network(
+            meta.architecture, meta.num_classes, meta.img_channels, **meta.arch_options
+        )
+    except UserError as err:
+        raise _damaged(f"its network cannot be built: {err}") from None
+    except Exception as err:  # invalid sizes or options in a hand-made checkpoint
+        raise _damaged(f"its network cannot be built ({type(err).__name__}: {clip(err)})") from None
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict):
+        raise _damaged("its state_dict is not a mapping of weights")
     weights = {
         key[len(NET_PREFIX) :]: value
-        for key, value in ckpt["state_dict"].items()
-        if key.startswith(NET_PREFIX)
+        for key, value in state.items()
+        if isinstance(key, str) and key.startswith(NET_PREFIX)
     }
-    net.load_state_dict(weights)
+    try:
+        net.load_state_dict(weights)
+    except (RuntimeError, TypeError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise _damaged(
+            f"its weights do not fit its {meta.architecture} with {meta.num_classes} classes "
+            f"({clip(first, 300)})"
+        ) from None
     net.eval()
     return net, meta
+
+
+_REQUIRED = ("architecture", "num_classes", "class_names")
+MAX_IMAGE_SIDE = 4096
+
+
+def _damaged(problem: str) -> UserError:
+    return UserError(
+        f"the checkpoint is damaged or was not written by this project's train.py: {problem}. "
+        "Pass a checkpoint from output/<run>/checkpoints/ (a run folder is taken too)."
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _preprocessing_problem(pre: Any) -> str | None:
+    if not isinstance(pre, dict):
+        return "preprocessing is not a mapping"
+    size = pre.get("image_size")
+    if (
+        not isinstance(size, (list, tuple))
+        or len(size) != 2
+        or not all(_is_int(v) and 1 <= v <= MAX_IMAGE_SIDE for v in size)
+    ):
+        return f"preprocessing.image_size is {short(size)}, not [height, width] in pixels"
+    channels = 1 if pre.get("grayscale") else 3
+    if pre.get("normalize"):
+        mean, std = pre.get("mean"), pre.get("std")
+        for key, values in (("mean", mean), ("std", std)):
+            if (
+                not isinstance(values, (list, tuple))
+                or len(values) != channels
+                or not all(_is_number(v) for v in values)
+            ):
+                return f"preprocessing.{key} is {short(values)}, not {channels} number(s)"
+        if any(v <= 0 for v in std):
+            return f"preprocessing.std is {short(std)}; every std must be > 0"
+    return None

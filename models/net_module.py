@@ -118,7 +118,9 @@ class NetModule(pl.LightningModule):
         }
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.parameters(), self.optimizer_name, self.optimizer_params)
+        # Frozen weights (fine-tuning's freeze_epochs) join the optimizer when they are unfrozen.
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        optimizer = build_optimizer(trainable, self.optimizer_name, self.optimizer_params)
         if self.scheduler_name is None:
             return {"optimizer": optimizer}
         scheduler = build_scheduler(optimizer, self.scheduler_name, self.scheduler_params)

@@ -46,7 +46,7 @@ def test_v1_checkpoint_evaluates_as_it_did(run_v1, prepared_data, capsys):
         assert metrics[key] == pytest.approx(expected[key], abs=1e-6)
     for key in ("num_images", "epoch", "top5_k", "num_classes", "loss_function"):
         assert metrics[key] == expected[key]
-    assert (run_v1 / "evaluation" / "metrics.json").is_file()
+    assert (run_v1 / "evaluation" / "best-test" / "metrics.json").is_file()
 
 
 def test_v1_checkpoint_predicts_as_it_did(run_v1, prepared_data, capsys):

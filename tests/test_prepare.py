@@ -144,7 +144,7 @@ def test_rerun_is_skipped_and_force_rebuilds(tmp_path, caplog):
     prepare_dataset(raw, out, progress=False)
     before = tree(out)
 
-    with caplog.at_level("INFO", logger="datasets.prepare"):
+    with caplog.at_level("DEBUG", logger="datasets.prepare"):  # the CLI says it once
         again = prepare_dataset(raw, out, progress=False)
     assert again.skipped
     assert (again.num_train, again.num_test, again.num_classes) == (12, 6, 3)
@@ -470,14 +470,14 @@ def test_script_exit_code_2_without_traceback(tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            "prepare_stanford_dataset.py",
+            str(REPO / "prepare_stanford_dataset.py"),
             "--raw-dir",
             str(missing),
             "--out-dir",
             str(tmp_path / "out"),
             "--quiet",
         ],
-        cwd=REPO,
+        cwd=tmp_path,  # its log file goes to ./logs
         capture_output=True,
         text=True,
         timeout=60,
@@ -494,13 +494,13 @@ def test_script_succeeds(tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            "prepare_stanford_dataset.py",
+            str(REPO / "prepare_stanford_dataset.py"),
             "--raw-dir",
             str(raw),
             "--out-dir",
             str(tmp_path / "out"),
         ],
-        cwd=REPO,
+        cwd=tmp_path,  # its log file goes to ./logs
         capture_output=True,
         text=True,
         timeout=60,

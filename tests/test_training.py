@@ -40,7 +40,8 @@ def run_train_cli(tmp_path, data_path, *overrides: str) -> subprocess.CompletedP
     config = tmp_path / "config.yml"
     config.write_text((ROOT / "config_template.yml").read_text())
     command = [sys.executable, str(ROOT / "train.py"), "-c", str(config), "-d", str(data_path)]
-    for item in overrides:
+    # The default MLflow store would sit beside the run folders these tests count.
+    for item in ("log_to_mlflow=false", *overrides):
         command += ["--set", item]
     return subprocess.run(
         command + ["--no-progress"], capture_output=True, text=True, cwd=tmp_path, timeout=300
@@ -189,7 +190,8 @@ def test_train_cli_trains_a_non_ghostnet_architecture(tmp_path, prepared_data):
         ]
     )
     assert code == 0
-    run = next((tmp_path / "output").iterdir())
+    # beside the run: the default MLflow store (mlflow.db, mlartifacts/), issue 8
+    (run,) = (tmp_path / "output").glob("*_*[0-9]")
     assert run.name.startswith("shuff_v2_x05_")
     net, meta = load_network(run / "checkpoints" / "best.ckpt")
     assert meta.architecture == "shuff_v2_x05" and meta.arch_options == {}

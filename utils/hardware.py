@@ -26,6 +26,27 @@ def default_num_workers() -> int:
     return min(8, available_cpus())
 
 
+def physical_memory_bytes() -> int | None:
+    """The machine's memory in bytes; None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not on a POSIX system
+        return None
+
+
+def usable_workers(requested: int) -> tuple[int, str | None]:
+    """``requested`` loader workers, at most the CPUs this process may use; the second value
+    is the warning to log when the request was lowered (each worker is a process holding a
+    copy of the dataset: thousands of them exhaust the machine)."""
+    cpus = available_cpus()
+    if requested <= cpus:
+        return requested, None
+    return cpus, (
+        f"num_workers {requested} is more than the {cpus} CPU(s) this process may use; "
+        f"using {cpus} loader worker(s)"
+    )
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``."""
     if device == "auto":

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
@@ -23,9 +23,13 @@ METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc",
 class MetricsCSV(Callback):
     """Rewrites ``metrics.csv`` atomically after every epoch's validation."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, resume_at: int | None = None) -> None:
         self.path = path
         self.rows: list[dict[str, Any]] = []
+        # ---- resume: the rows of the epochs before ``resume_at`` carry over, later ones
+        # (written after the checkpoint being resumed) are dropped
+        if resume_at is not None:
+            self.rows = [r for r in read_metric_rows(path) if r["epoch"] < resume_at]
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: NetModule) -> None:
         if trainer.sanity_checking or not pl_module.epoch_metrics or trainer.global_rank != 0:
@@ -37,6 +41,35 @@ class MetricsCSV(Callback):
         writer.writeheader()
         writer.writerows(self.rows)
         write_text_atomic(self.path, buffer.getvalue())
+
+
+def read_metric_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of an existing ``metrics.csv``, numbers as numbers; [] when there is none."""
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        for raw in csv.DictReader(handle):
+            try:
+                row: dict[str, Any] = {"epoch": int(raw["epoch"])}
+                for key in METRIC_COLUMNS[1:]:
+                    value = raw.get(key) or ""
+                    row[key] = float(value) if value != "" else ""
+            except (KeyError, TypeError, ValueError):
+                continue  # a row that is not ours: the resumed run rewrites the file without it
+            rows.append(row)
+    return rows
+
+
+# ---- the progress bar counts epochs as people do -----------------------------------
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's bar, reading ``Epoch 3/3`` in the last of 3 epochs (Lightning's own reads
+    ``Epoch 2``: the 0-based index that metrics.csv keeps)."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{total}")
 
 
 def checkpoint_callbacks(checkpoints: Path) -> list[ModelCheckpoint]:
@@ -75,6 +108,8 @@ def make_trainer(
     progress_bar: bool,
     root_dir: Path | None = None,
     loggers: list[Logger] | None = None,
+    plugins: list[Any] | None = None,
+    precision: str = "32-true",
 ) -> pl.Trainer:
     """A Trainer with the given experiment trackers (none by default: the run folder keeps
     every figure); an accelerator or device setting this machine cannot honour is a
@@ -84,17 +119,20 @@ def make_trainer(
             max_epochs=max_epochs,
             accelerator=accelerator,
             devices=devices,
-            callbacks=callbacks,
+            callbacks=[*callbacks, EpochProgressBar()] if progress_bar else callbacks,
             logger=loggers or False,
             enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
             num_sanity_val_steps=0,
             enable_progress_bar=progress_bar,
             enable_model_summary=False,
             default_root_dir=root_dir,
+            plugins=plugins,
+            precision=precision,
         )
     except (MisconfigurationException, ValueError, RuntimeError, TypeError) as err:
         raise UserError(
-            f"accelerator '{accelerator}' with devices {devices!r} cannot be used "
-            f"on this machine ({err}). Set accelerator: auto (a GPU when there is one, else the "
-            "CPU) and devices: auto, or name devices this machine has."
+            f"accelerator '{accelerator}' with devices {devices!r} and precision '{precision}' "
+            f"cannot be used on this machine ({err}). Set accelerator: auto (a GPU when there is "
+            "one, else the CPU), devices: auto and precision: 32-true, or name devices this "
+            "machine has."
         ) from None

@@ -19,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -33,7 +35,7 @@ from models.net_module import NetModule
 from models.optimization import build_loss
 from utils.errors import UserError
 from utils.files import write_json_atomic
-from utils.hardware import default_num_workers, resolve_device
+from utils.hardware import default_num_workers, resolve_device, usable_workers
 from utils.logger import lightning_quiet
 from workflows.callbacks import make_trainer
 from workflows.reports import plot_confusion, write_most_confused, write_per_class
@@ -55,7 +57,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``split`` of the prepared data; write the four result files to
     ``out_dir`` and return the content of ``metrics.json`` (plus ``out_dir``)."""
-    checkpoint = Path(checkpoint)
+    checkpoint = RunFolder.checkpoint_of(checkpoint)
     if split not in SPLITS:
         raise UserError(f"split '{split}' is not one of {', '.join(SPLITS)}. Pick one of them.")
     if batch_size < 1:
@@ -72,14 +74,16 @@ def evaluate_checkpoint(
                 "stanford_data_path was found next to the checkpoint. Pass the prepared data "
                 "folder with -d DATA_PATH."
             )
-    out = Path(out_dir) if out_dir is not None else run.evaluation
+    out = Path(out_dir) if out_dir is not None else run.evaluation_for(checkpoint, split)
     loss_fn, loss_name = _loss_of(meta, run_config)
 
     preprocessing = Preprocessing.from_dict(meta.preprocessing).for_evaluation()
     dataset = StanfordCarsDataset(data_path, split, preprocessing)
     _check_labels(dataset, meta, data_path, split)
     dev = resolve_device(device)
-    workers = default_num_workers() if num_workers is None else num_workers
+    workers, lowered = usable_workers(default_num_workers() if num_workers is None else num_workers)
+    if lowered:
+        log.warning(lowered)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -116,14 +120,15 @@ def evaluate_checkpoint(
     }
     try:
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
+        write_json_atomic(out / "metrics.json", metrics)
+        write_per_class(out / "per_class.csv", matrix, meta.class_names)
+        write_most_confused(out / "most_confused.csv", matrix, meta.class_names)
+        plot_confusion(out / "confusion.png", matrix, meta.class_names, title=_title(meta, metrics))
+    except OSError as err:  # a read-only or full folder
         raise UserError(
-            f"cannot create the output folder '{out}' ({err}). Pass a writable folder with --out."
+            f"cannot write the results to '{out}' ({err.strerror or err}). Pass a writable "
+            "folder with --out."
         ) from None
-    write_json_atomic(out / "metrics.json", metrics)
-    write_per_class(out / "per_class.csv", matrix, meta.class_names)
-    write_most_confused(out / "most_confused.csv", matrix, meta.class_names)
-    plot_confusion(out / "confusion.png", matrix, meta.class_names, title=_title(meta, metrics))
     return {**metrics, "out_dir": str(out)}
 
 
@@ -134,7 +139,9 @@ def _loss_of(meta: CheckpointMeta, run_config: dict[str, Any]) -> tuple[nn.Modul
     name = run_config.get("loss_function")
     if name:
         try:
-            return build_loss(str(name), run_config.get("loss_params")), str(name)
+            loss = build_loss(str(name), run_config.get("loss_params"))
+            _probe_loss(loss, meta.num_classes)
+            return loss, str(name)
         except Exception as err:  # an old or hand-edited config: say so and go on with CE
             log.warning(
                 "loss '%s' from the run's config could not be built (%s); using CrossEntropyLoss",
@@ -142,6 +149,16 @@ def _loss_of(meta: CheckpointMeta, run_config: dict[str, Any]) -> tuple[nn.Modul
                 err,
             )
     return nn.CrossEntropyLoss(), "CrossEntropyLoss"
+
+
+def _probe_loss(loss: nn.Module, num_classes: int) -> None:
+    """Raise when ``loss`` cannot take logits and class indices (e.g. MSELoss named in a run's
+    config.yml): evaluation would otherwise fail mid-way with a traceback."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. MSELoss's broadcasting warning before it fails
+        value = loss(torch.zeros(2, num_classes), torch.zeros(2, dtype=torch.long))
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        raise ValueError("it does not return one number for a batch of logits and class indices")
 
 
 def _check_labels(

@@ -16,7 +16,8 @@ probabilities). ``metadata_props`` carries everything an app needs to preprocess
 
 TorchScript (``--format torchscript``): a traced module (``torch.jit``, deprecated upstream but
 still loadable with ``torch.jit.load``); the same metadata is stored as the extra file
-``cars_meta.json`` (read it with ``torch.jit.load(path, _extra_files={"cars_meta.json": ""})``).
+``cars_meta.json`` (read it with ``torch.jit.load(path, _extra_files={"cars_meta.json": ""})``),
+one JSON object whose values are plain JSON (``class_names`` a list, ``grayscale`` a boolean).
 
 Every export is written to a temporary file, checked against PyTorch on a random batch (largest
 absolute logit difference at most ``TOLERANCE``) and only then renamed into place.
@@ -55,6 +56,8 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 TORCHSCRIPT_META_FILE = "cars_meta.json"
 DYNAMO_MIN_OPSET = 18  # lower opsets go through the TorchScript-based exporter
+MIN_OPSET = 7  # the oldest the TorchScript-based exporter writes
+MAX_OPSET = 23  # the newest torch 2.14's exporter writes (torch.onnx's ONNX_MAX_OPSET)
 VERIFY_BATCH_SIZES = (1, 3)  # not the export's example batch of 2: proves the dynamic batch axis
 LATENCY_RUNS = 20
 LATENCY_BUDGET_S = 3.0
@@ -98,6 +101,21 @@ def app_metadata(meta: CheckpointMeta) -> dict[str, str]:
     }
 
 
+def torchscript_metadata(meta: CheckpointMeta) -> dict[str, Any]:
+    """``app_metadata`` as plain JSON values (lists, numbers, booleans): a JSON file need not
+    nest JSON in strings, as ONNX's string-only ``metadata_props`` must."""
+    data: dict[str, Any] = {}
+    for key, value in app_metadata(meta).items():
+        try:
+            data[key] = json.loads(value) if key in _JSON_VALUED else value
+        except ValueError:
+            data[key] = value
+    return data
+
+
+_JSON_VALUED = ("class_names", "image_size", "mean", "std", "grayscale", "num_classes")
+
+
 def export_checkpoint(
     checkpoint: str | Path,
     fmt: str = "onnx",
@@ -112,6 +130,14 @@ def export_checkpoint(
         raise UserError(f"format '{fmt}' is not one of {', '.join(FORMATS)}. Pick one of them.")
     if opset is not None and fmt != "onnx":
         raise UserError("--opset only applies to --format onnx. Leave it out for torchscript.")
+    newest = min(MAX_OPSET, onnx.defs.onnx_opset_version())
+    if opset is not None and not MIN_OPSET <= opset <= newest:
+        raise UserError(
+            f"--opset {opset} is not an ONNX opset this exporter can write ({MIN_OPSET} to "
+            f"{newest}; {DYNAMO_MIN_OPSET} and up use the current exporter). Leave --opset out "
+            "for the exporter's choice."
+        )
+    checkpoint = RunFolder.checkpoint_of(checkpoint)
     net, meta = load_network(checkpoint)
     net = net.cpu().eval()  # BatchNorm1d in GhostNet's classifier needs eval mode
     path = _output_path(checkpoint, fmt, output)
@@ -302,7 +328,9 @@ def _write_torchscript(
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
         traced = torch.jit.trace(net, example, check_trace=False)
         torch.jit.save(
-            traced, str(dest), _extra_files={TORCHSCRIPT_META_FILE: json.dumps(app_metadata(meta))}
+            traced,
+            str(dest),
+            _extra_files={TORCHSCRIPT_META_FILE: json.dumps(torchscript_metadata(meta))},
         )
     return "torch.jit.trace"
 
@@ -320,8 +348,8 @@ def _torchscript_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
-def read_torchscript_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata stored beside a TorchScript export."""
+def read_torchscript_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata stored beside a TorchScript export (``torchscript_metadata``)."""
     extra = {TORCHSCRIPT_META_FILE: ""}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

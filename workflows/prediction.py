@@ -19,6 +19,7 @@ from datasets.transforms import build_transform, load_image
 from models.checkpoint import load_network
 from utils.errors import UserError
 from utils.hardware import resolve_device
+from workflows.run_folder import RunFolder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 BATCH_SIZE = 32
@@ -32,9 +33,17 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[dict[str
     for item in paths:
         path = Path(item)
         if path.is_dir():
-            images = sorted(
-                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            try:
+                images = sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                )
+            except OSError as err:  # an unreadable folder
+                failures.append(
+                    {"path": str(path), "error": f"folder cannot be read ({err.strerror or err})"}
+                )
+                continue
             if not images:
                 failures.append(
                     {
@@ -45,6 +54,8 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[dict[str
             files.extend(images)
         elif path.is_file():
             files.append(path)
+        elif path.exists():  # a FIFO, socket or device: not "missing"
+            failures.append({"path": str(path), "error": "not a regular file or folder"})
         else:
             failures.append({"path": str(path), "error": "no such file or folder"})
     return files, failures
@@ -65,7 +76,7 @@ def predict_paths(
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}. Pass e.g. --top-k 5.")
     dev = resolve_device(device)
-    net, meta = load_network(checkpoint)
+    net, meta = load_network(RunFolder.checkpoint_of(checkpoint))
     net.to(dev)
     transform = build_transform(Preprocessing.from_dict(meta.preprocessing).for_evaluation())
     k = min(top_k, meta.num_classes)

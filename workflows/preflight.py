@@ -37,7 +37,8 @@ def preflight(
                 f"({type(err).__name__}: {err}). Check {keys}: image augmentations get PIL "
                 "images (before ToTensor), tensor augmentations get tensors (after it)."
             ) from None
-    images = torch.stack([image for image, _ in samples[:2]])
+    # With augment_on: device the loader yields uint8; the device stage finishes the batch.
+    images = data.finish_batch(torch.stack([image for image, _ in samples[:2]]), train=True)
     labels = torch.tensor([label for _, label in samples[:2]])
     probe = copy.deepcopy(net).train()
     try:
@@ -49,3 +50,14 @@ def preflight(
             "(227x227 suits every architecture) and loss_function (it must take logits and "
             "class indices, like CrossEntropyLoss or LabelSmoothingCrossEntropy)."
         ) from None
+    # ---- batches of one image: BatchNorm cannot train on them, and would fail
+    # only inside the first training step
+    if data.batch_size == 1:
+        try:
+            loss_fn(probe(images[:1]), labels[:1]).backward()
+        except Exception as err:
+            raise UserError(
+                f"key 'batch_size': '{arch}' cannot train on batches of 1 image "
+                f"({type(err).__name__}: {str(err)[:120]}); its BatchNorm layers need at least 2. "
+                "Use --set batch_size=2 or more."
+            ) from None

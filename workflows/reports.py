@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import torch
 
+from datasets.labels import csv_writer
 from utils.files import write_bytes_atomic, write_text_atomic
 
 matplotlib.use("Agg")  # files only, never a window; must precede pyplot
@@ -33,7 +34,7 @@ CONFUSED_COLUMNS = (
 
 def _csv_text(columns, rows) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv_writer(buffer)  # class names quoted and spreadsheet-safe
     writer.writerow(columns)
     writer.writerows(rows)
     return buffer.getvalue()
@@ -121,3 +122,16 @@ def plot_confusion(
 def _short_name(index: int, name: str, width: int = 28) -> str:
     text = f"{index}: {name}"
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# ---- the line a finished run ends with ------------------------------------------------
+def run_summary_line(summary: dict[str, Any]) -> str:
+    """``Run NAME: N epoch(s), best epoch E, min valid_loss 1.0999, max valid_acc 33.33%``;
+    epochs count from 0, as in metrics.csv."""
+    loss, acc = summary.get("min_valid_loss"), summary.get("max_valid_acc")
+    shown_loss = "n/a" if loss is None else f"{loss:.4f}"
+    shown_acc = "n/a" if acc is None else f"{acc:.2%}"
+    return (
+        f"Run {summary['run_name']}: {summary['epochs_run']} epoch(s), best epoch "
+        f"{summary['best_epoch']}, min valid_loss {shown_loss}, max valid_acc {shown_acc}"
+    )

@@ -7,7 +7,7 @@ Its layout, in one place::
     summary.json               the run's figures, written when it ends
     checkpoints/best.ckpt      lowest valid_loss
     checkpoints/last.ckpt      the latest epoch
-    evaluation/                evaluate.py's reports
+    evaluation/<ckpt>-<split>/ evaluate.py's reports, e.g. evaluation/best-test/
     export/                    export_model.py's files
 
 In a multi-GPU (DDP) run the launcher creates the folder and the other processes join it.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -33,6 +34,8 @@ RUN_TIME_FORMAT = "%Y%m%d%H%M%S"
 # Lightning's DDP launcher starts the other ranks by running the same command again; they find
 # the launcher's run folder in this variable instead of making one of their own.
 RUN_DIR_ENV = "CARS_RUN_DIR"
+LAST = "last"
+_RUN_NAME = re.compile(r".+_(\d{14})(?:_(\d+))?")
 
 
 class RunFolder:
@@ -90,6 +93,73 @@ class RunFolder:
         """The run of ``<run>/checkpoints/x.ckpt``; else the folder holding the checkpoint."""
         parent = Path(checkpoint).resolve().parent
         return cls(parent.parent if parent.name == cls.CHECKPOINTS else parent)
+
+    # ---- resuming (a run folder, a checkpoint, or "last") ------------------------------------
+    @classmethod
+    def resolve_resume(cls, spec: str | Path, output_path: str | Path) -> tuple[RunFolder, Path]:
+        """The run and the checkpoint that ``--resume SPEC`` names: ``last`` (the newest run
+        under ``output_path`` that has a ``last.ckpt``), a run folder (its ``last.ckpt``) or a
+        checkpoint file (in its run's folder)."""
+        if str(spec) == LAST:
+            run = cls.newest(output_path)
+            return run, run.last_checkpoint
+        path = Path(spec)
+        if path.is_dir():
+            run = cls(path)
+            if not run.last_checkpoint.is_file():
+                raise UserError(
+                    f"--resume '{spec}': the folder has no {cls.CHECKPOINTS}/last.ckpt, so there "
+                    "is nothing to continue (a run writes it after its first epoch). Pass a run "
+                    f"folder from '{output_path}' or a .ckpt file."
+                )
+            return run, run.last_checkpoint
+        if path.is_file():
+            return cls.of_checkpoint(path), path
+        raise UserError(
+            f"--resume '{spec}' does not exist. Pass a run folder (e.g. {output_path}/<run>), a "
+            f"checkpoint file, or '{LAST}' for the newest run under output_path."
+        )
+
+    @classmethod
+    def newest(cls, output_path: str | Path) -> RunFolder:
+        """The run under ``output_path`` started last (by the time in its name) that has a
+        ``last.ckpt``."""
+        folder = Path(output_path)
+        runs = []
+        if folder.is_dir():
+            for child in folder.iterdir():
+                match = _RUN_NAME.fullmatch(child.name)
+                if match and child.is_dir() and cls(child).last_checkpoint.is_file():
+                    runs.append((match.group(1), int(match.group(2) or 1), child))
+        if not runs:
+            raise UserError(
+                f"--resume {LAST}: no run with a checkpoints/last.ckpt in '{folder}' (output_path)."
+                " Pass the run folder itself, or set output_path (-c CONFIG or --set "
+                "output_path=...) to where the runs are."
+            )
+        return cls(max(runs)[2])
+
+    # ---- a run folder where a checkpoint is asked for -------------------------------
+    @classmethod
+    def checkpoint_of(cls, path: str | Path) -> Path:
+        """``path`` when it is a checkpoint file; for a run folder (or its ``checkpoints/``)
+        its ``best.ckpt``. Anything else is returned unchanged, for the reader to refuse."""
+        path = Path(path)
+        if not path.is_dir():
+            return path
+        for candidate in (cls(path).best_checkpoint, path / "best.ckpt"):
+            if candidate.is_file():
+                return candidate
+        raise UserError(
+            f"'{path}' is a folder without {cls.CHECKPOINTS}/best.ckpt, so it is not a finished "
+            "run folder. Pass a run folder that trained for at least one epoch, or a .ckpt file "
+            "(e.g. output/<run>/checkpoints/best.ckpt)."
+        )
+
+    def evaluation_for(self, checkpoint: str | Path, split: str) -> Path:
+        """``evaluation/<checkpoint name>-<split>/``: evaluating another checkpoint or split
+        does not overwrite the reports of the first."""
+        return self.evaluation / f"{Path(checkpoint).stem}-{split}"
 
     # ---- paths -------------------------------------------------------------------------------
     @property

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from configuration import Config
 from datasets.stanford_data_module import StanfordCarsDataModule
@@ -19,11 +20,31 @@ from models.checkpoint import CheckpointMeta
 from models.net_module import NetModule
 from models.optimization import build_loss
 from utils.errors import UserError
-from utils.hardware import available_cpus, default_num_workers, detect_runtime
+from utils.hardware import available_cpus, default_num_workers, detect_runtime, usable_workers
 from utils.logger import quiet_lightning
 from workflows.callbacks import MetricsCSV, checkpoint_callbacks, early_stopping, make_trainer
+from workflows.checkpoint_io import AtomicCheckpointIO, leftover_partials
+from workflows.fine_tuning import head_first, resolve_init_from
+from workflows.interruptions import (
+    FiniteLossGuard,
+    RandomState,
+    RunInterrupted,
+    SignalStop,
+    StoppedEarly,
+    as_interruption,
+    failure_message,
+)
 from workflows.preflight import preflight
+from workflows.resume import ResumePoint, check_resumable
 from workflows.run_folder import RunFolder
+from workflows.run_seed import with_run_seed
+from workflows.speed import prepare_network
+from workflows.tracking import (
+    build_trackers,
+    finish_trackers,
+    is_launcher,
+    start_trackers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +56,7 @@ class RunResult:
     run: RunFolder
     summary: dict[str, Any]
     is_main: bool = True  # False in the other processes of a multi-GPU (DDP) run
+    stopped_by: RunInterrupted | None = None  # the signal that stopped the run, if one did
 
     @property
     def run_dir(self) -> Path:
@@ -56,6 +78,9 @@ class RunResult:
 def build_datamodule(config: Config, data_path: str | Path | None = None) -> StanfordCarsDataModule:
     """The data module a config describes."""
     num_workers = config.num_workers if config.num_workers is not None else default_num_workers()
+    num_workers, lowered = usable_workers(num_workers)  # never more than the CPUs
+    if lowered:
+        log.warning(lowered)
     return StanfordCarsDataModule(
         data_path or config.stanford_data_path,
         config.preprocessing(),
@@ -63,25 +88,48 @@ def build_datamodule(config: Config, data_path: str | Path | None = None) -> Sta
         batch_size=config.batch_size,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda"),
+        # speed
+        cache_images=config.cache_images,
+        augment_on=config.augment_on,
+        channels_last=config.channels_last,
     )
 
 
-def run_training(config: Config, progress_bar: bool = True) -> RunResult:
-    """Train the configured network; returns the run folder and its summary."""
+def run_training(
+    config: Config,
+    progress_bar: bool = True,
+    resume: ResumePoint | None = None,
+    callbacks: list[pl.Callback] | None = None,  # e.g. a sweep's pruning
+) -> RunResult:
+    """Train the configured network, or continue the run of ``resume`` from its checkpoint;
+    returns the run folder and its summary (``stopped_by`` set when a signal stopped it)."""
     started = time.time()
+    config = with_run_seed(config)  # a fresh seed unless set; recorded in config.yml, summary
+    # ---- fine-tuning: architecture and preprocessing from init_from's checkpoint
+    config, start = resolve_init_from(config)
     _prepare_process(config)
     data = build_datamodule(config)
     _share_cpu_with_loader_workers(config, data.num_workers)
     net = build_network(
         config.architecture, data.num_classes, config.img_channels, **config.arch_options()
     )
+    transfer = start.initialise(net, data.class_names, config) if start else None
     loss_fn = build_loss(config.loss_function, config.loss_params)
     preflight(data, net, loss_fn, config.loss_function, config.architecture)
     pl.seed_everything(config.seed, workers=True, verbose=False)  # as if preflight never ran
+    net = prepare_network(net, config.channels_last, config.compile)  # speed
 
-    run, created = RunFolder.create_or_join(config.output_path, config.architecture)
-    if created:
+    # ---- resume: go on in the resumed run's folder, else make a new one
+    if resume is not None:
+        run, created = resume.run, False
+        check_resumable(resume, config, _checkpoint_meta(config, data, run), run.read_config())
+        for partial in leftover_partials(run.checkpoints):
+            partial.unlink(missing_ok=True)
         run.write_config(config.to_public_dict())
+    else:
+        run, created = RunFolder.create_or_join(config.output_path, config.architecture)
+        if created:
+            run.write_config(config.to_public_dict())
     module = NetModule(
         net=net,
         loss_fn=loss_fn,
@@ -102,24 +150,56 @@ def run_training(config: Config, progress_bar: bool = True) -> RunResult:
         len(data.annotations["train"]),
         len(data.annotations["test"]),
     )
-    metrics_csv = MetricsCSV(run.metrics_csv)
+    metrics_csv = MetricsCSV(run.metrics_csv, resume_at=resume.next_epoch if resume else None)
+    # ---- experiment trackers: Lightning loggers, started once the trainer exists
+    trackers = build_trackers(config) if is_launcher() else []
     stopper = early_stopping(config.early_stopping_patience())
+    signals = SignalStop()
     try:
         trainer = make_trainer(
             max_epochs=config.num_epochs,
             accelerator=config.accelerator,
             devices=config.devices,
-            callbacks=[metrics_csv, *checkpoint_callbacks(run.checkpoints), stopper],
+            callbacks=[
+                signals,  # first: it must see an epoch's end before the writers do
+                metrics_csv,
+                *checkpoint_callbacks(run.checkpoints),
+                stopper,
+                FiniteLossGuard(),
+                RandomState(),
+                *head_first(config),  # freeze_epochs
+                *(callbacks or []),
+            ],
             progress_bar=progress_bar,
             root_dir=run.path,
+            plugins=[AtomicCheckpointIO()],
+            loggers=trackers,
+            precision=config.precision,  # speed
         )
     except UserError:
-        run.remove()  # nothing ran: leave no empty run behind
+        if created:
+            run.remove()  # nothing ran: leave no empty run behind
         raise
+    # ---- interruptions and failures: a signal stops at once and keeps the
+    # finished epochs; a failure a setting explains is a message naming it, not a traceback
+    stopped_by: RunInterrupted | None = None
+    start_trackers(trackers, config, run, num_params, detect_runtime())
     try:
-        trainer.fit(module, datamodule=data)
+        with signals:
+            trainer.fit(
+                module,
+                datamodule=data,
+                ckpt_path=resume.checkpoint if resume else None,
+                weights_only=True,
+            )
+            signals.raise_held()  # a signal during the last epoch's writes
+    except (RunInterrupted, SIGTERMException) as signal_stop:
+        stopped_by = as_interruption(signal_stop)
+        if created and not metrics_csv.rows:
+            run.remove()
     except BaseException as err:
-        if not metrics_csv.rows:  # not one epoch finished: nothing worth keeping
+        finish_trackers(trackers, status="FAILED")
+        if created and not metrics_csv.rows:  # not one epoch finished: nothing worth keeping
             run.remove()
         if isinstance(err, torch.OutOfMemoryError):
             raise UserError(
@@ -128,30 +208,53 @@ def run_training(config: Config, progress_bar: bool = True) -> RunResult:
                 f"batch_size (e.g. --set batch_size={max(1, config.batch_size // 2)}) or "
                 "image_size."
             ) from None
-        raise
+        message = failure_message(err, trainer.current_epoch)
+        if message is None:
+            raise
+        raise UserError(message + _what_was_kept(run, metrics_csv.rows)) from None
+    if stopped_by is not None and not run.path.is_dir():
+        finish_trackers(trackers, status="KILLED")
+        raise StoppedEarly(
+            f"stopped by {stopped_by.signal_name} before the first epoch finished; no run "
+            "folder was kept.",
+            exit_code=stopped_by.exit_code,
+        )
     summary = summarize_run(
         run,
         config.architecture,
         num_params,
         metrics_csv.rows,
         early_stopped=stopper.stopped_epoch > 0,
-        interrupted=trainer.interrupted,
+        interrupted=trainer.interrupted or stopped_by is not None,
         seconds=time.time() - started,
     )
+    summary["seed"] = config.seed
+    if start is not None:  # where the weights came from
+        summary["init_from"] = str(start.path)
+        summary["init_from_weights"] = transfer.as_dict() if transfer else None
+        summary["freeze_epochs"] = config.freeze_epochs
+    summary["tags"], summary["description"] = list(config.tags), config.description
     if trainer.is_global_zero:
         run.write_summary(summary)
+        finish_trackers(trackers, run, summary, "KILLED" if summary["interrupted"] else "FINISHED")
         _log_finish(run, summary)
-    return RunResult(run=run, summary=summary, is_main=trainer.is_global_zero)
+    return RunResult(
+        run=run, summary=summary, is_main=trainer.is_global_zero, stopped_by=stopped_by
+    )
+
+
+def _what_was_kept(run: RunFolder, rows: list[dict[str, Any]]) -> str:
+    if not run.path.is_dir():
+        return "; no epoch had finished, so no run folder was kept."
+    return (
+        f", then continue the run: the {len(rows)} finished epoch(s) and their checkpoints are "
+        f"kept in '{run.path}' (python train.py --resume {run.path})."
+    )
 
 
 def _prepare_process(config: Config) -> None:
     quiet_lightning()
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    if config.log_to_neptune:
-        log.warning(
-            "log_to_neptune is set, but Neptune's hosted service shut down on 2026-03-05; "
-            "nothing is sent there. Every metric is kept in the run folder's metrics.csv."
-        )
 
 
 def _share_cpu_with_loader_workers(config: Config, num_workers: int) -> None:
@@ -226,8 +329,13 @@ def _log_finish(run: RunFolder, summary: dict[str, Any]) -> None:
         "files in %s",
         run.name,
         summary["epochs_run"],
-        summary["min_valid_loss"] or float("nan"),
+        _or_nan(summary["min_valid_loss"]),
         summary["best_epoch"],
-        summary["max_valid_acc"] or float("nan"),
+        _or_nan(summary["max_valid_acc"]),
         run.path,
     )
+
+
+def _or_nan(value: float | None) -> float:
+    """``value``, NaN when there is none (0.0 is a value: ``or`` would hide it)."""
+    return float("nan") if value is None else value

@@ -10,6 +10,9 @@ Three raw layouts are recognised (users hold one of them now that the original U
   ``devkit/``, ``cars_test_annos_withlabels.mat``), including Kaggle mirrors that nest the
   images one level deeper (``cars_train/cars_train/``).
 
+A folder of your own photos is recognised too: one sub-folder per class, or ``train/<class>/``
+and ``test/<class>/`` (``photos.py``).
+
 The output is the format ``datasets.labels`` describes, plus ``.prepared.json`` (layout, counts
 and problems), written last. It is built beside ``out_dir`` and renamed into place only when
 complete. Archive members are streamed one by one; links are refused and nothing is written

@@ -13,6 +13,7 @@ import scipy.io
 from datasets.prepare.archives import base_name, read_bytes, read_named_files
 from datasets.prepare.layouts import REDOWNLOAD, Layout
 from utils.errors import UserError
+from utils.text import short
 
 _DEVKIT_FILES = frozenset(
     {
@@ -123,8 +124,12 @@ def _scalar(value) -> object:
 
 def _as_int(value) -> int:
     number = _scalar(value)
-    if isinstance(number, (str, np.str_)):
-        raise ValueError(f"expected a number, got {number!r}")
+    # Only real numbers: a struct or a complex value (whose imaginary part float() would drop)
+    # is a damaged file, not a number.
+    if isinstance(number, (bool, np.bool_)) or not isinstance(
+        number, (int, float, np.integer, np.floating)
+    ):
+        raise ValueError(f"expected a number, got {short(number)}")
     as_float = float(number)
     if not as_float.is_integer():
         raise ValueError(f"expected a whole number, got {as_float}")
@@ -137,7 +142,7 @@ def _as_str(value) -> str:
         return ""
     text = _scalar(array)
     if not isinstance(text, (str, np.str_)):
-        raise ValueError(f"expected text, got {text!r}")
+        raise ValueError(f"expected text, got {short(text)}")
     return str(text)
 
 

@@ -6,6 +6,7 @@ refused archive member are recorded, not copied.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import tarfile
@@ -17,7 +18,13 @@ from tqdm import tqdm
 
 from datasets.labels import SPLITS
 from datasets.prepare.annotations import ImageSource, RawAnnotation
-from datasets.prepare.archives import base_name, iter_archive, normalise
+from datasets.prepare.archives import (
+    base_name,
+    iter_archive,
+    normalise,
+    regular_file_problem,
+    too_large,
+)
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -76,11 +83,22 @@ def _store(ann: RawAnnotation, data: bytes, build: Path, outcome: Outcome) -> No
     try:
         target.write_bytes(data)
     except OSError as err:
-        raise UserError(
-            f"Could not write {target} ({err}). Free some disk space or choose another output "
-            "folder (--out-dir), then run again."
-        ) from err
+        raise UserError(f"Could not write {target} ({err}). {write_fix(err)}") from err
     outcome.ok(ann)
+
+
+def write_fix(err: OSError) -> str:
+    """What to do about a failed write, by its cause (not always "free disk space")."""
+    if err.errno == errno.ENAMETOOLONG:
+        return (
+            "The file name is too long for the output folder's file system; choose an output "
+            "folder (--out-dir) on a file system that allows longer names, or shorten the name."
+        )
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "The output folder is not writable; choose another one (--out-dir)."
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return "Free some disk space or choose another output folder (--out-dir), then run again."
+    return "Check the output folder (--out-dir), then run again."
 
 
 def _copy_from_archive(source: ImageSource, build: Path, outcome: Outcome, bar: tqdm) -> None:
@@ -98,6 +116,8 @@ def _copy_from_archive(source: ImageSource, build: Path, outcome: Outcome, bar: 
             outcome.problem(ann, "refused", f"archive member {member.name} is a link")
         elif not member.isreg():
             outcome.problem(ann, "refused", f"archive member {member.name} is not a file")
+        elif too_large(member.size):
+            outcome.problem(ann, "refused", f"archive member {member.name} is too large")
         elif data is None:  # iter_archive reads no bytes of a regular file with an unsafe name
             outcome.problem(ann, "refused", f"unsafe archive member name {member.name}")
         elif ann.fname in exact_done or (ann.fname in outcome.written[ann.split] and not exact):
@@ -113,11 +133,14 @@ def _copy_from_archive(source: ImageSource, build: Path, outcome: Outcome, bar: 
 def _copy_from_folder(source: ImageSource, build: Path, outcome: Outcome, bar: tqdm) -> None:
     for ann in source.annotations:
         path = source.path / ann.fname
-        if path.is_file():
+        problem = regular_file_problem(path)
+        if problem is None:
             try:
                 data = path.read_bytes()
             except OSError as err:
                 outcome.problem(ann, "broken", f"unreadable: {err}")
             else:
                 _store(ann, data, build, outcome)
+        elif problem != "missing":  # links, FIFOs, devices: refused like such archive members
+            outcome.problem(ann, "refused", f"{path} is {problem}")
         bar.update(1)

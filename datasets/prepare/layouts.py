@@ -1,4 +1,5 @@
-"""Which of the three raw Stanford Cars layouts a folder holds, and where its files are."""
+"""Which raw layout a folder holds (one of the three Stanford Cars downloads, or a folder of
+photos with one sub-folder per class), and where its files are."""
 
 from __future__ import annotations
 
@@ -35,14 +36,14 @@ def detect_layout(raw_dir: Path) -> Layout:
             f"The raw data folder {raw_dir} does not exist. Download Stanford Cars (the updated "
             f"release: {_UPDATED_FILES}; or the original release: {_ORIGINAL_FILES}; or "
             f"{_EXTRACTED_FILES}) into it, or point --raw-dir (stanford_raw_data_path in "
-            "config.yml) at the folder that holds them."
+            f"config.yml) at the folder that holds them (or at {_PHOTO_FILES})."
         )
     if not raw_dir.is_dir():
         raise UserError(
             f"The raw data path {raw_dir} is not a folder. Point --raw-dir "
             "(stanford_raw_data_path in config.yml) at the folder that holds the downloaded files."
         )
-    layout = _updated(raw_dir) or _original(raw_dir) or _extracted(raw_dir)
+    layout = _updated(raw_dir) or _original(raw_dir) or _extracted(raw_dir) or _photos(raw_dir)
     if layout is None:
         raise UserError(_unrecognised_message(raw_dir))
     return layout
@@ -103,6 +104,43 @@ def _extracted(raw_dir: Path) -> Layout | None:
     return None
 
 
+# ---- a folder of photos, one sub-folder per class ---------------------------------
+PHOTO_LAYOUTS = ("photos", "photos-split")
+# Folder names of the Stanford downloads: a partial download must not pass for a photo folder.
+_STANFORD_FOLDERS = frozenset({"car_ims", "cars_train", "cars_test", "devkit", "stanford_cars"})
+_PHOTO_FILES = "a folder of photos with one sub-folder per class (<class>/*.jpg)"
+
+
+def visible_subfolders(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` that are not hidden, sorted by name (links included)."""
+    try:
+        return sorted(
+            (p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir()),
+            key=lambda p: p.name,
+        )
+    except OSError:
+        return []
+
+
+def _photos(raw_dir: Path) -> Layout | None:
+    """``<class>/`` folders (``photos``), or ``train/<class>/`` and ``test/<class>/`` folders
+    (``photos-split``, split by the user)."""
+    folders = visible_subfolders(raw_dir)
+    names = {p.name for p in folders}
+    if names & _STANFORD_FOLDERS:
+        return None
+    if {"train", "test"} <= names:
+        split = {s: raw_dir / s for s in SPLITS}
+        classes = {p.name for s in SPLITS for p in visible_subfolders(split[s])}
+        if classes:
+            text = f"photo folder split into train/ and test/, {len(classes)} class folders"
+            return Layout("photos-split", text, raw_dir, split)
+    if len(folders) < 2:
+        return None
+    text = f"photo folder, {len(folders)} class folders"
+    return Layout("photos", text, raw_dir, {"classes": raw_dir})
+
+
 def _find_devkit(raw_dir: Path) -> Path | None:
     if (raw_dir / "car_devkit.tgz").is_file():
         return raw_dir / "car_devkit.tgz"
@@ -132,7 +170,7 @@ def _unrecognised_message(raw_dir: Path) -> str:
     return (
         f"No Stanford Cars download was recognised in {raw_dir}. {found} Expected one of: the "
         f"'updated' release ({_UPDATED_FILES}); the 'original' release ({_ORIGINAL_FILES}); "
-        f"or torchvision's extracted folder ({_EXTRACTED_FILES}). Put the downloaded files "
-        "there, or point --raw-dir (stanford_raw_data_path in config.yml) at the folder that "
-        "holds them."
+        f"or torchvision's extracted folder ({_EXTRACTED_FILES}); or {_PHOTO_FILES}, at "
+        "least two classes. Put the downloaded files or your photos there, or point --raw-dir "
+        "(stanford_raw_data_path in config.yml) at the folder that holds them."
     )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from datasets.labels import SPLITS, Annotation, labels_csv, write_labels_csv
 from datasets.prepare.annotations import RawAnnotation
+from datasets.prepare.images import write_fix
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,21 @@ def existing_dataset(out_dir: Path, force: bool) -> dict | None:
             "output folder (--out-dir or stanford_data_path in config.yml)."
         )
     if not (out_dir / MARKER_NAME).exists():
+        if force and prepared_without_marker(out_dir):
+            logger.info(
+                "Replacing the dataset in %s, prepared without %s (by the original code), "
+                "once the new one is complete (--force)",
+                out_dir,
+                MARKER_NAME,
+            )
+            return None
+        if prepared_without_marker(out_dir):
+            raise UserError(
+                f"The output folder {out_dir} holds a dataset prepared without {MARKER_NAME} "
+                "(by the original code?), so it is left alone. Run again with --force to "
+                "replace it, or choose another output folder (--out-dir or stanford_data_path "
+                "in config.yml)."
+            )
         if any(out_dir.iterdir()):
             raise UserError(
                 f"The output folder {out_dir} is not empty and is not a dataset prepared by this "
@@ -74,7 +90,7 @@ def existing_dataset(out_dir: Path, force: bool) -> dict | None:
         logger.info("Rebuilding the prepared dataset in %s (--force)", out_dir)
         return None
     marker = read_marker(out_dir)
-    if marker is None or marker.get("format") != MARKER_FORMAT:
+    if marker is None or marker.get("format") != MARKER_FORMAT or not _well_typed(marker):
         raise UserError(
             f"The prepared dataset in {out_dir} has an unreadable {MARKER_NAME}. Run again "
             "with --force to rebuild it."
@@ -86,12 +102,64 @@ def existing_dataset(out_dir: Path, force: bool) -> dict | None:
             f"The prepared dataset in {out_dir} is damaged ({', '.join(damaged)} missing). Run "
             "again with --force to rebuild it."
         )
-    logger.info(
+    logger.debug(  # the caller says it once, in its summary
         "%s already holds a prepared dataset (from %s); nothing to do. Use --force to rebuild.",
         out_dir,
         marker.get("raw_dir", "?"),
     )
     return marker
+
+
+# Files a desktop leaves in any folder; they do not make a prepared dataset someone else's.
+_DESKTOP_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+def prepared_without_marker(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds exactly a prepared dataset's entries (``train/``, ``test/`` and
+    their labels CSVs), as the original code wrote them, and nothing of anyone else's."""
+    expected = {*SPLITS, *(labels_csv(out_dir, split).name for split in SPLITS)}
+    try:
+        names = {path.name for path in out_dir.iterdir()} - _DESKTOP_FILES
+    except OSError:
+        return False
+    return names == expected and all((out_dir / split).is_dir() for split in SPLITS)
+
+
+# ---- a marker of the wrong types, a linked output folder ------------------------------
+_MARKER_TYPES = {
+    "num_train": int,
+    "num_test": int,
+    "num_classes": int,
+    "missing": list,
+    "broken": list,
+    "refused": list,
+    "details": dict,
+    "layout": str,
+}
+
+
+def _well_typed(marker: dict) -> bool:
+    """Whether the marker's fields that are present have the types this code writes."""
+    for key, kind in _MARKER_TYPES.items():
+        value = marker.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return False
+        if kind is list and not all(isinstance(item, str) for item in value):
+            return False
+    return True
+
+
+def follow_output_link(out_dir: Path) -> Path:
+    """The folder a symbolic link ``out_dir`` points to (the dataset is built beside it and
+    renamed onto it, so the link keeps pointing at the new dataset); ``out_dir`` itself when it
+    is no link. A broken link stays as it is, for ``existing_dataset`` to refuse."""
+    if out_dir.is_symlink() and out_dir.exists():
+        target = Path(os.path.realpath(out_dir))
+        logger.info("%s is a link to %s; preparing the dataset there", out_dir, target)
+        return target
+    return out_dir
 
 
 def check_not_nested(raw_dir: Path, out_dir: Path) -> None:
@@ -232,10 +300,7 @@ def write_labels(
     try:
         write_labels_csv(path, annotations)
     except OSError as err:
-        raise UserError(
-            f"Could not write {path} ({err}). Free some disk space or choose another output "
-            "folder (--out-dir), then run again."
-        ) from err
+        raise UserError(f"Could not write {path} ({err}). {write_fix(err)}") from err
 
 
 def write_marker(folder: Path, report: dict, raw_dir: Path, out_dir: Path, found: str) -> None:

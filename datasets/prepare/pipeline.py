@@ -13,15 +13,22 @@ from tqdm import tqdm
 from datasets.labels import SPLITS
 from datasets.prepare.annotations import ImageSource, read_annotations
 from datasets.prepare.images import Outcome, copy_images
-from datasets.prepare.layouts import REDOWNLOAD, Layout, detect_layout
+from datasets.prepare.layouts import PHOTO_LAYOUTS, REDOWNLOAD, Layout, detect_layout
 from datasets.prepare.output import (
     check_not_nested,
     existing_dataset,
+    follow_output_link,
     make_work_folder,
     move_into_place,
     remove_stale_work_folders,
     write_labels,
     write_marker,
+)
+from datasets.prepare.photos import (
+    DEFAULT_SEED,
+    DEFAULT_TEST_FRACTION,
+    DETAIL_KINDS,
+    build_photo_dataset,
 )
 from utils.errors import UserError
 
@@ -43,12 +50,21 @@ class PrepareReport:
     broken: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     skipped: bool = False
+    # Photo folders: files left out or changed besides the three kinds above, by kind
+    # ("not_images", "converted", "straightened", "renamed", "left_out_classes", ...).
+    details: dict[str, list[str]] = field(default_factory=dict)
 
 
 def prepare_dataset(
-    raw_dir: str | Path, out_dir: str | Path, force: bool = False, progress: bool = True
+    raw_dir: str | Path,
+    out_dir: str | Path,
+    force: bool = False,
+    progress: bool = True,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    seed: int = DEFAULT_SEED,
 ) -> PrepareReport:
-    """Prepare the raw Stanford Cars files in ``raw_dir`` into ``out_dir``.
+    """Prepare the raw Stanford Cars files (or a folder of photos) in ``raw_dir`` into
+    ``out_dir``; ``test_fraction`` and ``seed`` split a photo folder that is not split yet.
 
     Does nothing (returns a report with ``skipped=True``) when ``out_dir`` already holds a
     complete prepared dataset, unless ``force``; then the new dataset replaces the old one once
@@ -57,6 +73,7 @@ def prepare_dataset(
     raw_dir = Path(raw_dir).expanduser()
     # Absolute and normalised, so that the work folder beside it has a real parent and name.
     out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
+    out_dir = follow_output_link(out_dir)  # a linked output folder stays a link
 
     marker = existing_dataset(out_dir, force)
     if marker is not None:
@@ -64,6 +81,8 @@ def prepare_dataset(
 
     layout = detect_layout(raw_dir)
     check_not_nested(raw_dir, out_dir)
+    if layout.name in PHOTO_LAYOUTS:
+        return _prepare_photos(layout, raw_dir, out_dir, test_fraction, seed, progress)
     logger.info(
         "Found the '%s' Stanford Cars %s (%s) in %s",
         layout.name,
@@ -109,7 +128,64 @@ def _skipped_report(out_dir: Path, marker: dict) -> PrepareReport:
         broken=list(marker.get("broken", [])),
         refused=list(marker.get("refused", [])),
         skipped=True,
+        details=dict(marker.get("details", {})),
     )
+
+
+# ---- a folder of photos -------------------------------------------------------------
+def _prepare_photos(
+    layout: Layout,
+    raw_dir: Path,
+    out_dir: Path,
+    test_fraction: float,
+    seed: int,
+    progress: bool,
+) -> PrepareReport:
+    logger.info("Found a %s in %s", layout.description, layout.root)
+    remove_stale_work_folders(out_dir)
+    work = make_work_folder(out_dir)
+    try:
+        build = work / out_dir.name
+        photos = build_photo_dataset(layout, work, build, test_fraction, seed, progress)
+        for split in SPLITS:
+            if not photos.rows[split]:
+                raise UserError(
+                    f"No usable {split} images in the photo folder {layout.root}. Put at least "
+                    f"one image of each class in {split}/<class>/."
+                )
+            write_labels(build, split, photos.rows[split], photos.class_names)
+        report = PrepareReport(
+            layout=layout.name,
+            out_dir=out_dir,
+            num_train=len(photos.rows["train"]),
+            num_test=len(photos.rows["test"]),
+            num_classes=len(photos.class_names),
+            broken=photos.broken,
+            refused=photos.refused,
+            details=photos.details,
+        )
+        fields = asdict(report)
+        del fields["skipped"]
+        if layout.name == "photos":
+            fields.update(test_fraction=test_fraction, seed=seed)
+        write_marker(build, fields, raw_dir=raw_dir, out_dir=out_dir, found=layout.description)
+        move_into_place(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _log_problems(report, what="file(s)")
+    for kind, (text, left_out) in DETAIL_KINDS.items():
+        names = report.details.get(kind, [])
+        if names:
+            shown = "; ".join(names[:_MAX_LISTED]) + ("; ..." if len(names) > _MAX_LISTED else "")
+            logger.log(
+                logging.WARNING if left_out else logging.INFO,
+                "%s: %d (%s)",
+                text,
+                len(names),
+                shown,
+            )
+    return report
 
 
 def _finish(
@@ -162,7 +238,7 @@ def _finish(
     return report
 
 
-def _log_problems(report: PrepareReport) -> None:
+def _log_problems(report: PrepareReport, what: str = "annotated images") -> None:
     for kind, names, why in (
         ("missing", report.missing, "not found where the annotations say"),
         ("broken", report.broken, "do not decode"),
@@ -170,6 +246,4 @@ def _log_problems(report: PrepareReport) -> None:
     ):
         if names:
             shown = "; ".join(names[:_MAX_LISTED]) + ("; ..." if len(names) > _MAX_LISTED else "")
-            logger.warning(
-                "%d annotated images left out as %s (%s): %s", len(names), kind, why, shown
-            )
+            logger.warning("%d %s left out as %s (%s): %s", len(names), what, kind, why, shown)

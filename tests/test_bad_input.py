@@ -1,0 +1,239 @@
+"""The bad-input catalogue (README "Troubleshooting"): each input ends with exit code 2 and one
+message naming the problem and the fix, without a traceback and without leaving a run folder
+or any other file behind; no input runs code it carries."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import evaluate
+import export_model
+import predict
+import train
+from utils.errors import run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = "pwned_marker"
+TINY = ["image_size=[48,48]", "batch_size=4", "num_workers=0", "accelerator=cpu", "num_epochs=1"]
+
+
+def run_script(module, argv: list[str], capsys) -> tuple[int, str]:
+    """Run a script's main as its command line does; its exit code and stderr."""
+    with pytest.raises(SystemExit) as caught:
+        run_cli(lambda: module.main(argv))
+    return caught.value.code, capsys.readouterr().err
+
+
+# Each case: (id, YAML text replacing the config or None for the template, --set items,
+# a change to a copy of the prepared data or None, the words the message must hold).
+def _drop(name: str) -> Callable[[Path], None]:
+    return lambda data: (data / name).unlink()
+
+
+def _edit_csv(old: str, new: str, count: int = 1) -> Callable[[Path], None]:
+    def edit(data: Path) -> None:
+        path = data / "train_labels.csv"
+        text = path.read_text()
+        assert old in text, (old, text[:300])
+        path.write_text(text.replace(old, new, count))
+
+    return edit
+
+
+def _duplicate_first_row(data: Path) -> None:
+    path = data / "train_labels.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines, lines[1]]) + "\n")
+
+
+def _missing_image(data: Path) -> None:
+    next((data / "train").iterdir()).unlink()
+
+
+def _first_class(data: Path) -> str:
+    return (data / "train_labels.csv").read_text().splitlines()[1].split(",")[1]
+
+
+CONFIG_CASES = [
+    ("malformed-yaml", "batch_size: [1, 2\nnum_epochs: 3\n", [], "line"),
+    (
+        "alias-bomb",
+        "a: &a [1,1,1,1,1,1,1,1,1]\n"
+        + "".join(
+            f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")
+        )
+        + "seed: *i\n",
+        [],
+        "aliases",
+    ),
+    ("not-a-mapping", "- batch_size\n- 4\n", [], "mapping"),
+    ("python-tag", f"seed: !!python/object/apply:os.system ['touch {MARKER}']\n", [], "YAML"),
+    ("unknown-key", None, ["num_epoch=3"], "num_epochs"),
+    ("wrong-type", None, ["batch_size=many"], "batch_size"),
+    ("zero-batch", None, ["batch_size=0"], "batch_size"),
+    ("negative-epochs", None, ["num_epochs=-1"], "num_epochs"),
+    ("zero-image-size", None, ["image_size=[0,48]"], "image_size"),
+    ("image-size-three", None, ["image_size=[48,48,48]"], "image_size"),
+    ("mean-wrong-length", None, ["normalization_params_rgb={mean: [0.5], std: [0.2]}"], "mean"),
+    ("zero-std", None, ["normalization_params_rgb={mean: [0.5,0.5,0.5], std: [0.2,0,0.2]}"], "std"),
+    ("unknown-transform", None, ["image_augmentations={RandomFlipp: {}}"], "RandomFlip"),
+    ("transform-lambda", None, ["image_augmentations={Lambda: {lambd: 1}}"], "Lambda"),
+    ("transform-compose", None, ["image_augmentations={Compose: {transforms: []}}"], "Compose"),
+    ("transform-dunder", None, ["image_augmentations={__class__: {}}"], "__class__"),
+    ("unknown-optimizer", None, ["optimizer=Adamm"], "Adam"),
+    ("optimizer-bad-param", None, ["optimizer_params={lrr: 0.1}"], "lrr"),
+    ("unknown-scheduler", None, ["lr_scheduler=StepLRR"], "StepLR"),
+    (
+        "scheduler-foreign-param",
+        None,
+        ["lr_scheduler=StepLR", "lr_scheduler_params={step_size: 2, milestones: [1]}"],
+        "milestones",
+    ),
+    ("unknown-loss", None, ["loss_function=CrossEntropy"], "CrossEntropyLoss"),
+    ("unknown-architecture", None, ["architecture=ghostnet"], "ghost"),
+    (
+        "lr-lambda-import",
+        None,
+        [
+            "lr_scheduler=LambdaLR",
+            f"lr_scheduler_params={{lr_lambda: \"lambda epoch: __import__('os').system('touch {MARKER}')\"}}",
+        ],
+        "lr_lambda",
+    ),
+    (
+        "lr-lambda-attribute",
+        None,
+        [
+            "lr_scheduler=LambdaLR",
+            "lr_scheduler_params={lr_lambda: 'lambda epoch: epoch.__class__'}",
+        ],
+        "lr_lambda",
+    ),
+    (
+        "lr-lambda-comprehension",
+        None,
+        [
+            "lr_scheduler=LambdaLR",
+            "lr_scheduler_params={lr_lambda: 'lambda epoch: [x for x in (1,)][0]'}",
+        ],
+        "lr_lambda",
+    ),
+    (
+        "lr-lambda-huge-power",
+        None,
+        ["lr_scheduler=LambdaLR", "lr_scheduler_params={lr_lambda: 'lambda epoch: 9**9**9'}"],
+        "lr_lambda",
+    ),
+    (
+        "lr-lambda-other-name",
+        None,
+        ["lr_scheduler=LambdaLR", "lr_scheduler_params={lr_lambda: 'lambda epoch: open'}"],
+        "lr_lambda",
+    ),
+    ("set-without-equals", None, ["batch_size"], "KEY=VALUE"),
+    ("set-through-a-number", None, ["batch_size.inner=3"], "batch_size"),
+    ("output-path-is-a-file", None, ["output_path=a_file"], "output_path"),
+    ("batch-size-one", None, ["batch_size=1"], "batch_size"),
+]
+
+DATA_CASES = [
+    ("data-path-missing", lambda data: shutil.rmtree(data), "not found"),
+    ("labels-csv-missing", _drop("train_labels.csv"), "train_labels.csv"),
+    ("csv-missing-column", _edit_csv("bbox_x1", "bbox_xx"), "bbox_x1"),
+    ("csv-class-not-integer", lambda d: _edit_csv(f",{_first_class(d)},", ",three,")(d), "integer"),
+    ("csv-class-zero", lambda d: _edit_csv(f",{_first_class(d)},", ",0,")(d), "from 1"),
+    ("csv-duplicate-image", _duplicate_first_row, "twice"),
+    ("csv-names-missing-image", _missing_image, "prepare"),
+]
+
+
+def _check_clean_failure(code, err, fragment, tmp_path):
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err, err
+    assert "\n\n" not in err.strip(), err  # one paragraph
+    assert fragment.lower() in err.lower(), err
+    output = tmp_path / "output"
+    assert not output.exists() or not any(output.iterdir()), list(output.iterdir())
+    assert not list(tmp_path.rglob(MARKER)) and not (Path.cwd() / MARKER).exists()
+
+
+@pytest.mark.parametrize(
+    "text, overrides, fragment", [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES]
+)
+def test_bad_config_input(tmp_path, prepared_data, monkeypatch, capsys, text, overrides, fragment):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder")
+    config = tmp_path / "config.yml"
+    config.write_text(text if text is not None else (ROOT / "config_template.yml").read_text())
+    argv = ["-c", str(config), "-d", str(prepared_data), "--no-progress"]
+    for item in [*TINY, f"output_path={tmp_path / 'output'}", *overrides]:
+        argv += ["--set", item]
+    code, err = run_script(train, argv, capsys)
+    _check_clean_failure(code, err, fragment, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "change, fragment", [c[1:] for c in DATA_CASES], ids=[c[0] for c in DATA_CASES]
+)
+def test_bad_prepared_data(tmp_path, prepared_data, monkeypatch, capsys, change, fragment):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    shutil.copytree(prepared_data, data)
+    change(data)
+    config = tmp_path / "config.yml"
+    config.write_text((ROOT / "config_template.yml").read_text())
+    argv = ["-c", str(config), "-d", str(data), "--no-progress"]
+    for item in [*TINY, f"output_path={tmp_path / 'output'}"]:
+        argv += ["--set", item]
+    code, err = run_script(train, argv, capsys)
+    _check_clean_failure(code, err, fragment, tmp_path)
+
+
+FOREIGN = {
+    "not-a-checkpoint": b"hello, not a checkpoint",
+    "truncated": b"PK\x03\x04\x14\x00\x00\x00",
+}
+
+
+@pytest.mark.parametrize("content", FOREIGN.values(), ids=FOREIGN.keys())
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        (evaluate, ["--checkpoint", "{ckpt}"]),
+        (predict, ["--checkpoint", "{ckpt}", "{images}"]),
+        (export_model, ["--checkpoint", "{ckpt}"]),
+        (train, ["--resume", "{ckpt}"]),
+    ],
+    ids=["evaluate", "predict", "export", "resume"],
+)
+def test_a_checkpoint_that_is_not_ours(tmp_path, monkeypatch, capsys, module, argv, content):
+    monkeypatch.chdir(tmp_path)
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(content)
+    images = tmp_path / "images"
+    images.mkdir()
+    argv = [a.format(ckpt=ckpt, images=images) for a in argv]
+    code, err = run_script(module, argv, capsys)
+    _check_clean_failure(code, err, "checkpoint", tmp_path)
+
+
+def test_predict_on_a_folder_without_images(tmp_path, monkeypatch, capsys, prepared_data):
+    """Needs a real checkpoint: trains nothing, takes the one the checkpoint test fixtures use."""
+    monkeypatch.chdir(tmp_path)
+    fixture = next((ROOT / "tests" / "data").rglob("*.ckpt"), None)
+    if fixture is None:
+        pytest.skip("no checkpoint fixture in tests/data")
+    (tmp_path / "empty").mkdir()
+    code, err = run_script(predict, ["--checkpoint", str(fixture), str(tmp_path / "empty")], capsys)
+    assert code == 1 and "no images" in err and "Traceback" not in err  # predict's documented code
+
+
+def test_the_catalogue_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    assert "## Troubleshooting" in readme and "Resuming" in readme
+    for words in ("not valid YAML", "is not KEY=VALUE", "lr_lambda", "--resume", "not a finite"):
+        assert words in readme, words

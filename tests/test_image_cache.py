@@ -1,0 +1,140 @@
+"""The decoded-image cache (cache_images): build, reuse, invalidation, rebuild after damage,
+and the same tensors as the uncached path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import datasets.cache as cache_module
+from datasets.cache import open_or_build
+from datasets.preprocessing import Augmentation, Preprocessing
+from datasets.stanford_data import StanfordCarsDataset
+from datasets.stanford_data_module import StanfordCarsDataModule
+
+PRE = Preprocessing(image_size=(24, 32), normalize=True, mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
+@pytest.fixture
+def data(tmp_path, prepared_data):
+    """A writable copy of the miniature prepared data (the cache is written beside it)."""
+    return shutil.copytree(prepared_data, tmp_path / "prepared")
+
+
+def _build(data, preprocessing=PRE, split="test", workers=1):
+    dataset = StanfordCarsDataset(data, split, preprocessing)
+    return open_or_build(
+        dataset.image_dir,
+        split,
+        dataset.samples,
+        preprocessing,
+        data / ".cache",
+        workers=workers,
+        progress=False,
+    )
+
+
+def _files(data):
+    return sorted(p.name for p in (data / ".cache").iterdir())
+
+
+def test_cached_tensors_equal_uncached(data):
+    plain = StanfordCarsDataModule(data, PRE)
+    cached = StanfordCarsDataModule(data, PRE, cache_images=True, progress=False)
+    plain.setup("fit")
+    cached.setup("fit")
+    assert cached.valid_dataset.cache is not None and cached.train_dataset.cache is not None
+    for index in range(len(plain.valid_dataset)):
+        a, label_a = plain.valid_dataset[index]
+        b, label_b = cached.valid_dataset[index]
+        assert label_a == label_b
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    # uint8 items (augment_on: device) are the cached pixels themselves
+    dataset = cached.valid_dataset
+    dataset.uint8 = True
+    image, _ = dataset[0]
+    assert image.dtype == torch.uint8 and image.shape == (3, 24, 32)
+    np.testing.assert_array_equal(image.permute(1, 2, 0).numpy(), dataset.cache[0])
+
+
+def test_bbox_crop_and_grayscale_are_cached(data):
+    pre = Preprocessing(image_size=(16, 16), grayscale=True, crop_to_bboxes=True)
+    plain = StanfordCarsDataset(data, "train", pre)
+    cached = StanfordCarsDataset(data, "train", pre, cache=_build(data, pre, "train"))
+    for index in (0, len(plain) - 1):
+        torch.testing.assert_close(plain[index][0], cached[index][0], rtol=0, atol=1e-6)
+    assert cached[0][0].shape == (1, 16, 16)
+
+
+def test_reused_without_rebuilding(data, monkeypatch):
+    first = _build(data)
+    names = _files(data)
+    mtime = os.stat(first.data_path).st_mtime_ns
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a valid cache was rebuilt")
+
+    monkeypatch.setattr(cache_module, "_build", no_build)
+    second = _build(data)
+    assert second.data_path == first.data_path and _files(data) == names
+    assert os.stat(second.data_path).st_mtime_ns == mtime
+
+
+def test_changed_setting_or_file_builds_a_new_cache(data):
+    first = _build(data)
+    other_size = _build(data, Preprocessing(image_size=(16, 16)))
+    assert other_size.data_path != first.data_path and other_size.shape[1:3] == (16, 16)
+    image = data / "test" / StanfordCarsDataset(data, "test").samples[0].fname
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    assert _build(data).data_path != first.data_path
+
+
+@pytest.mark.parametrize("damage", ["truncate", "header", "no_header"])
+def test_damaged_cache_is_rebuilt(data, damage):
+    first = _build(data)
+    expected = np.array(first.array)
+    header = first.data_path.with_suffix(".json")
+    if damage == "truncate":
+        with first.data_path.open("r+b") as handle:
+            handle.truncate(first.data_path.stat().st_size // 2)
+    elif damage == "header":
+        content = json.loads(header.read_text())
+        content["shape"][0] += 1
+        header.write_text(json.dumps(content))
+    else:
+        header.unlink()
+    rebuilt = _build(data)
+    assert rebuilt.data_path.stat().st_size == expected.size
+    np.testing.assert_array_equal(np.array(rebuilt.array), expected)
+    assert header.exists()
+
+
+def test_pool_build_equals_inline_build(data, monkeypatch):
+    inline = np.array(_build(data).array)
+    shutil.rmtree(data / ".cache")
+    monkeypatch.setattr(cache_module, "_POOL_MIN_IMAGES", 1)
+    pooled = _build(data, workers=2)
+    np.testing.assert_array_equal(np.array(pooled.array), inline)
+    assert not [p for p in (data / ".cache").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_workers_map_the_file_instead_of_copying(data):
+    cache = _build(data)
+    assert cache[0].shape == (24, 32, 3)
+    assert isinstance(cache.array, np.memmap) and cache.array.mode == "r"
+    assert cache.__getstate__()["_array"] is None
+
+
+def test_augmented_training_through_the_cache(data):
+    augmentations = [Augmentation("RandomHorizontalFlip", {"p": 0.5})]
+    cached = StanfordCarsDataModule(
+        data, PRE, augmentations, batch_size=4, cache_images=True, progress=False
+    )
+    cached.setup("fit")
+    images, labels = next(iter(cached.train_dataloader()))
+    assert images.shape == (4, 3, 24, 32) and images.dtype == torch.float32

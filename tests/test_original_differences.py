@@ -1,0 +1,107 @@
+"""Where the original's behaviour is kept on purpose: defaults equal to the template, GhostNet-only
+options ignored for other networks, early stopping 15 with a plateau scheduler, a fresh seed per
+run, loglevel NOTSET."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+
+import pytest
+import yaml
+
+from configuration import TEMPLATE_PATH, Config, load_config, validate_config
+from models.arch_dict import build_network, count_parameters
+from utils.logger import setup_logging
+from workflows.training import run_training
+
+
+def _is_placeholder(value) -> bool:
+    return isinstance(value, str) and value.startswith("<") and value.endswith(">")
+
+
+def test_every_template_value_is_the_default():
+    raw = yaml.safe_load(TEMPLATE_PATH.read_text(encoding="utf-8"))
+    from_template = validate_config(raw).model_dump(mode="json")
+    defaults = Config().model_dump(mode="json")
+    written = {"out_channels" if key == "output_channels" else key for key in raw}
+    compared = 0
+    for key in sorted(written):
+        if _is_placeholder(raw.get(key)) or key == "neptune_api_token":
+            continue  # paths and accounts the user fills in
+        assert from_template[key] == defaults[key], key
+        compared += 1
+    assert compared >= 30
+    assert defaults["dropout"] == 0.2 and defaults["out_channels"] == 320
+
+
+def test_default_network_is_the_best_model():
+    config = Config()
+    net = build_network(config.architecture, 196, config.img_channels, **config.arch_options())
+    assert count_parameters(net) == 3_041_412
+
+
+@pytest.mark.parametrize(
+    ("params", "patience"),
+    [({"factor": 0.1}, 15), (None, 15), ({"patience": 5}, 15), ({"patience": 2}, 6)],
+)
+def test_plateau_early_stopping_patience(params, patience):
+    config = Config(lr_scheduler="ReduceLROnPlateau", lr_scheduler_params=params)
+    assert config.early_stopping_patience() == patience
+
+
+def test_loglevel_notset_is_accepted_and_logs_everything(tmp_path):
+    config = Config(loglevel="NOTSET")
+    assert Config(loglevel="notset").loglevel == "NOTSET"
+    root = logging.getLogger()
+    level = root.level
+    try:
+        log_file = setup_logging(tmp_path / "logs", config.loglevel)
+        logging.getLogger("cars.test").debug("a debug line")
+        for handler in root.handlers:
+            handler.flush()
+        assert "a debug line" in log_file.read_text(encoding="utf-8")
+    finally:
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            if str(tmp_path) in getattr(handler, "baseFilename", ""):
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+
+
+def _losses(run_dir) -> list[str]:
+    with open(run_dir / "metrics.csv", newline="", encoding="utf-8") as file:
+        return [row["train_loss"] for row in csv.DictReader(file)]
+
+
+@pytest.mark.slow
+def test_fresh_seed_per_run_is_recorded_and_repeats_the_run(fast_config):
+    template = yaml.safe_load(TEMPLATE_PATH.read_text(encoding="utf-8"))
+    trackers_off = tuple(f"{key}=false" for key in template if key.startswith("log_to_"))
+    tiny = ("num_epochs=1", "image_size=[32,32]", *trackers_off)
+    first = run_training(fast_config(*tiny), progress_bar=False)
+    second = run_training(fast_config(*tiny), progress_bar=False)
+    seeds = []
+    for result in (first, second):
+        recorded = yaml.safe_load(result.run.config_yml.read_text(encoding="utf-8"))["seed"]
+        summary = json.loads(result.run.summary_json.read_text(encoding="utf-8"))
+        assert isinstance(recorded, int) and summary["seed"] == recorded
+        seeds.append(recorded)
+    assert seeds[0] != seeds[1]
+    assert _losses(first.run_dir) != _losses(second.run_dir)
+    again = run_training(fast_config(*tiny, f"seed={seeds[0]}"), progress_bar=False)
+    assert _losses(again.run_dir) == _losses(first.run_dir)
+    assert json.loads(again.run.summary_json.read_text(encoding="utf-8"))["seed"] == seeds[0]
+
+
+def test_template_with_another_architecture_loads_with_one_warning(tmp_path, caplog):
+    config_file = tmp_path / "config.yml"
+    config_file.write_text(TEMPLATE_PATH.read_text(encoding="utf-8"), encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        config = load_config(config_file, ["architecture=shuff_v2_x05"])
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "dropout" in warnings[0].getMessage() and "output_channels" in warnings[0].getMessage()
+    net = build_network(config.architecture, 5, config.img_channels, **config.arch_options())
+    assert count_parameters(net) > 0

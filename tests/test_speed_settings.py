@@ -1,0 +1,61 @@
+"""The speed settings each complete a one-epoch run on the CPU: channels_last, bf16-mixed,
+the image cache with device augmentation, and torch.compile (slow)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from workflows import speed
+from workflows.speed import prepare_network
+from workflows.training import run_training
+
+QUIET = ("num_epochs=1", "log_to_mlflow=false", "image_size=[32,32]")
+
+
+def _completes(config) -> dict:
+    result = run_training(config, progress_bar=False)
+    summary = result.summary
+    assert summary["epochs_run"] == 1 and summary["max_valid_acc"] is not None
+    assert result.best_checkpoint.exists()
+    return summary
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("channels_last=true",),
+        ("precision=bf16-mixed",),
+        ("cache_images=true", "augment_on=device", "augment_tensors=true"),
+    ],
+    ids=["channels_last", "bf16", "cache+device"],
+)
+def test_speed_setting_completes_a_run(fast_config, prepared_data, tmp_path, overrides):
+    data = shutil.copytree(prepared_data, tmp_path / "prepared")  # the cache is written beside it
+    _completes(fast_config(*QUIET, *overrides, data_path=data))
+    if "cache_images=true" in overrides:
+        assert list((data / ".cache").glob("train-*.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("CARS_TEST_COMPILE"),
+    reason="tracing GhostNet takes minutes on a 2-core CPU; set CARS_TEST_COMPILE=1 to run it",
+)
+def test_compiled_run_completes(fast_config, monkeypatch):
+    # Dynamo traces the network inside Lightning's training and validation as on a GPU;
+    # inductor's C++ build (and AOT autograd) for the CPU takes many minutes on 2 cores, so
+    # code generation is left to the GPU benchmark (benchmarks/run.py, step/compile rows).
+    monkeypatch.setattr(speed, "COMPILE_BACKEND", "eager")
+    _completes(fast_config(*QUIET, "compile=true", "channels_last=true"))
+
+
+def test_compiled_network_keeps_its_state_dict_keys():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    keys = list(net.state_dict())
+    prepared = prepare_network(net, channels_last=True, compile=True)
+    assert list(prepared.state_dict()) == keys
+    assert prepared[0].weight.is_contiguous(memory_format=torch.channels_last)

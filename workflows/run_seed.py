@@ -1,0 +1,31 @@
+"""The seed of a run: the config's ``seed``, or a fresh one per run when it is not set.
+
+The thesis ran one config several times to measure the spread between runs (4.2.9), so runs
+differ by default; the seed used is written to the run's ``config.yml`` and ``summary.json``,
+and ``--set seed=<that number>`` repeats the run exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from configuration import Config
+
+# Lightning's DDP launcher starts the other ranks by running the same command again; they take
+# the launcher's seed from this variable so that every process of one run shares it.
+RUN_SEED_ENV = "CARS_RUN_SEED"
+_MAX_SEED = 2**32 - 1
+
+
+def with_run_seed(config: Config) -> Config:
+    """``config`` with ``seed`` set: its own, the launcher's in a DDP worker, else a new one."""
+    if config.seed is not None:
+        return config
+    inherited = os.environ.get(RUN_SEED_ENV, "")
+    if os.environ.get("LOCAL_RANK", "0") != "0" and inherited.isdigit():
+        seed = int(inherited)
+    else:
+        seed = secrets.randbelow(_MAX_SEED + 1)
+        os.environ[RUN_SEED_ENV] = str(seed)
+    return config.model_copy(update={"seed": seed})

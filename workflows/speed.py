@@ -1,0 +1,25 @@
+"""The network-side speed settings of a run: memory format and torch.compile (precision goes
+to the Trainer, the input pipeline's settings to the data module)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# torch.compile's backend; inductor generates Triton kernels on CUDA and C++ on the CPU.
+COMPILE_BACKEND = "inductor"
+
+
+def prepare_network(
+    net: nn.Module, channels_last: bool = False, compile: bool = False
+) -> nn.Module:
+    """``net`` in channels-last memory format and/or compiled in place (its state dict keeps
+    its keys, so checkpoints load into an uncompiled network)."""
+    if channels_last or compile:
+        # Fixed input sizes: let cuDNN pick its fastest kernels once.
+        torch.backends.cudnn.benchmark = True
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if compile:
+        net.compile(backend=COMPILE_BACKEND)
+    return net

@@ -1,0 +1,453 @@
+"""Experiment trackers as Lightning loggers: MLflow (on by default, a SQLite store in
+``output_path``), TensorBoard (event files in the run folder) and Neptune (the ``neptune`` client
+directly; ``offline`` keeps the run in the run folder's ``.neptune/`` for ``neptune sync``).
+
+Every tracker gets the run's name, the thesis's parameters (``thesis_params``), its tags and
+description, the four metrics and ``lr`` once per epoch with the epoch as step, and the summary
+at the end. A tracker that fails or does not answer in time warns once, naming the fix, and is
+off for the rest of the run: trackers never stop or stall training.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.loggers import Logger, MLFlowLogger, TensorBoardLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from configuration import Config
+from workflows.comparison import load_run, plot_learning_curves
+from workflows.run_folder import RunFolder
+
+log = logging.getLogger(__name__)
+
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlartifacts"
+TENSORBOARD_DIR = "tensorboard"
+NEPTUNE_DIR = ".neptune"
+LEARNING_CURVES = "learning_curves.png"
+# How long one tracker call may take before the tracker is given up; a new SQLite store builds
+# its tables on the first call, hence the longer start.
+CALL_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 60.0
+END_TIMEOUT_S = 20.0
+# Without these MLflow retries an unreachable server for minutes per call.
+_MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+_SUMMARY_METRICS = (
+    "epochs_run",
+    "best_epoch",
+    "min_train_loss",
+    "min_valid_loss",
+    "max_train_acc",
+    "max_valid_acc",
+    "duration_s",
+)
+
+
+def thesis_params(config: Config, num_params: int, runtime: str) -> dict[str, Any]:
+    """The parameters the thesis sent to its tracker, under its names; a setting that is off
+    is None, as the original logged it. Never holds a secret."""
+    optimizer_params = dict(config.optimizer_params or {})
+    normalize_rgb = config.normalize and not config.convert_to_grayscale
+    normalize_gray = config.normalize and config.convert_to_grayscale
+
+    def norm(params):
+        return params.model_dump() if params is not None else None
+
+    return {
+        "runtime": runtime,
+        "architecture": config.architecture,
+        "num_params": num_params,
+        "img_size": list(config.image_size),
+        "grayscale": config.convert_to_grayscale,
+        "normalize": config.normalize,
+        "norm_params_rgb": norm(config.normalization_params_rgb) if normalize_rgb else None,
+        "norm_params_gray": norm(config.normalization_params_grayscale) if normalize_gray else None,
+        "crop_to_bboxes": config.crop_to_bboxes,
+        "erase_background": config.erase_background,
+        "augment_images": config.augment_images,
+        "image_augmentations": config.image_augmentations if config.augment_images else None,
+        "augment_tensors": config.augment_tensors,
+        "tensor_augmentations": config.tensor_augmentations if config.augment_tensors else None,
+        "batch_size": config.batch_size,
+        "max_num_epochs": config.num_epochs,
+        "dropout": config.dropout,
+        "out_channels": config.out_channels,
+        "loss_function": config.loss_function,
+        "loss_params": config.loss_params or None,
+        "optimizer": config.optimizer,
+        "learning_rate": optimizer_params.get("lr"),
+        "weight_decay": optimizer_params.get("weight_decay"),
+        "all_optimizer_params": optimizer_params or None,
+        "lr_scheduler": config.lr_scheduler,
+        "lr_scheduler_params": (config.lr_scheduler_params or None)
+        if config.lr_scheduler
+        else None,
+    }
+
+
+def as_text_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Numbers and flags as they are, everything else (None, lists, mappings) as text."""
+    return {k: v if isinstance(v, bool | int | float | str) else str(v) for k, v in params.items()}
+
+
+def mlflow_uri(config: Config) -> str:
+    """The configured tracking URI, else the SQLite store ``<output_path>/mlflow.db``."""
+    if config.mlflow_tracking_uri:
+        return config.mlflow_tracking_uri
+    return f"sqlite:///{(Path(config.output_path).resolve() / MLFLOW_DB).as_posix()}"
+
+
+def neptune_token(config: Config) -> str | None:
+    """The token from the config (a template placeholder counts as none), else from the
+    ``NEPTUNE_API_TOKEN`` environment variable."""
+    token = config.neptune_api_token.get_secret_value() if config.neptune_api_token else ""
+    if token.strip() and not token.strip().startswith("<"):
+        return token
+    return os.environ.get("NEPTUNE_API_TOKEN") or None
+
+
+class Tracker(Logger):
+    """One tracker inside a run. Lightning hands it each epoch's logged values (the epoch is
+    the step); the training workflow calls ``finish`` with the run's summary. Every call runs
+    guarded: an error or no answer within the time limit warns once and turns the tracker off."""
+
+    label = "tracker"
+    fix = ""
+
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.active = True
+        self.closed = False
+        self._secrets = tuple(s for s in secrets if s)
+        self._status = "FINISHED"
+
+    # ---- what subclasses implement ---------------------------------------------------------
+    def _begin(self, run: RunFolder, params: dict[str, Any], tags: list[str], description: str):
+        raise NotImplementedError
+
+    def _log(self, values: dict[str, float], epoch: int) -> None:
+        raise NotImplementedError
+
+    def _end(self, run: RunFolder, summary: dict[str, Any]) -> None:
+        """Send the summary (and files); the default sends nothing more."""
+
+    def _close(self, status: str) -> None:
+        raise NotImplementedError
+
+    # ---- Lightning's Logger ----------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.label
+
+    @property
+    def version(self) -> None:
+        return None  # nothing to add to the progress bar
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Lightning's own hyperparameters are not sent: ``begin`` sent the thesis's."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        values = {k: float(v) for k, v in metrics.items() if k != "epoch"}
+        epoch = int(metrics.get("epoch", step or 0))
+        if values:
+            self.call("logging the metrics", lambda: self._log(values, epoch))
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        # The run's end comes later, in ``finish``, with the summary; only remember how it ended.
+        if status != "success":
+            self._status = "FAILED"
+
+    # ---- the run's start and end -----------------------------------------------------------
+    def begin(self, run: RunFolder, params: dict[str, Any], tags: list[str], description: str):
+        self.call("starting", lambda: self._begin(run, params, tags, description), START_TIMEOUT_S)
+        return self
+
+    def finish(self, run: RunFolder | None, summary: dict[str, Any] | None, status: str) -> None:
+        """Send the summary (when there is one) and close the tracker's run."""
+        if self.closed:
+            return
+        self.closed = True
+        if run is not None and summary is not None:
+            self.call("sending the summary", lambda: self._end(run, summary), END_TIMEOUT_S)
+        final = status if status != "FINISHED" else self._status
+        self.call("closing", lambda: self._close(final), END_TIMEOUT_S)
+
+    def call(self, what: str, fn: Callable[[], Any], timeout: float | None = None) -> bool:
+        """Run ``fn`` on a helper thread, waiting at most ``timeout`` seconds (default
+        ``CALL_TIMEOUT_S``); any failure turns this tracker off with one warning."""
+        if not self.active:
+            return False
+        timeout = CALL_TIMEOUT_S if timeout is None else timeout
+        outcome: dict[str, BaseException] = {}
+
+        def target() -> None:
+            try:
+                fn()
+            except BaseException as err:  # any failure of a tracker is only a warning
+                outcome["error"] = err
+
+        thread = threading.Thread(target=target, name=f"{self.label} tracker", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            reason = f"no answer within {timeout:.0f} s"
+        elif "error" in outcome:
+            err = outcome["error"]
+            reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        else:
+            return True
+        self.active = False
+        log.warning(
+            "%s tracker: %s failed (%s); training goes on without it. %s",
+            self.label,
+            what,
+            self._redact(reason[:300]),
+            self.fix,
+        )
+        return False
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+class MlflowTracker(Tracker):
+    label = "MLflow"
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.uri = mlflow_uri(config)
+        self.fix = (
+            f"Check mlflow_tracking_uri ('{self.uri}'): start the server or point it at a "
+            "reachable one, or set log_to_mlflow: False."
+        )
+        if self.uri.startswith(("http://", "https://")):
+            for key, value in _MLFLOW_HTTP_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+        self.experiment_name = config.mlflow_experiment
+        self.artifact_location = None
+        if not config.mlflow_tracking_uri:  # our own store: its artifacts beside it
+            self.artifact_location = (
+                Path(config.output_path).resolve() / MLFLOW_ARTIFACTS
+            ).as_uri()
+        self.inner: MLFlowLogger | None = None
+
+    def _begin(self, run, params, tags, description):
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        run_tags = {_mlflow_key(t): "true" for t in tags}
+        run_tags["tags"] = ", ".join(tags)
+        if description:
+            run_tags["mlflow.note.content"] = description  # shown as the run's description
+        self.inner = MLFlowLogger(
+            experiment_name=self.experiment_name,
+            run_name=run.name,
+            tracking_uri=self.uri,
+            tags=run_tags,
+            artifact_location=self.artifact_location,
+            synchronous=True,
+        )
+        for attempt in range(3):
+            try:
+                _ = self.inner.run_id  # makes the store, the experiment and the run
+                break
+            except Exception:
+                # Sweep processes started together race to create a new store's tables.
+                if attempt == 2 or not self.uri.startswith("sqlite:"):
+                    raise
+                time.sleep(1 + attempt)
+        self.inner.log_hyperparams(as_text_params(params))
+
+    def _log(self, values, epoch):
+        self.inner.log_metrics(values, step=epoch)
+
+    def _end(self, run, summary):
+        client, run_id = self.inner.experiment, self.inner.run_id
+        numbers = {
+            k: float(summary[k])
+            for k in _SUMMARY_METRICS
+            if isinstance(summary.get(k), int | float) and not isinstance(summary.get(k), bool)
+        }
+        self.inner.log_metrics(numbers, step=max(0, int(summary.get("epochs_run") or 1) - 1))
+        for key in ("early_stopped", "interrupted", "best_epoch"):
+            client.set_tag(run_id, key, str(summary.get(key)))
+        for path in (run.config_yml, run.metrics_csv, run.summary_json, run.path / LEARNING_CURVES):
+            if path.is_file():
+                client.log_artifact(run_id, str(path))
+
+    def _close(self, status):
+        if self.inner is not None:
+            self.inner.experiment.set_terminated(self.inner.run_id, status)
+
+
+class TensorBoardTracker(Tracker):
+    label = "TensorBoard"
+    fix = "Check that the run folder is writable, or set log_to_tensorboard: False."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner: TensorBoardLogger | None = None
+
+    def _begin(self, run, params, tags, description):
+        self.inner = TensorBoardLogger(
+            save_dir=str(run.path), name=TENSORBOARD_DIR, version="", default_hp_metric=False
+        )
+        writer = self.inner.experiment
+        writer.add_text("run", run.name)
+        writer.add_text("tags", ", ".join(tags) or "(none)")
+        if description:
+            writer.add_text("description", description)
+        self.inner.log_hyperparams(as_text_params(params))
+
+    def _log(self, values, epoch):
+        self.inner.log_metrics(values, step=epoch)
+
+    def _end(self, run, summary):
+        writer = self.inner.experiment
+        step = max(0, int(summary.get("epochs_run") or 1) - 1)
+        for key in _SUMMARY_METRICS:
+            value = summary.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                writer.add_scalar(f"summary/{key}", value, step)
+
+    def _close(self, status):
+        if self.inner is not None:
+            self.inner.finalize("success" if status == "FINISHED" else "failed")
+
+
+class NeptuneTracker(Tracker):
+    """Our own small Lightning logger on the ``neptune`` client (Lightning 2.6 dropped its
+    NeptuneLogger)."""
+
+    label = "Neptune"
+
+    def __init__(self, config: Config) -> None:
+        self.token = neptune_token(config)
+        super().__init__(secrets=(self.token or "",))
+        self.mode = config.neptune_mode
+        self.project = _neptune_project(config)
+        self.fix = (
+            "Check neptune_username, neptune_project_name and the token (neptune_api_token or "
+            "NEPTUNE_API_TOKEN) and that the server is reachable, use neptune_mode: offline, "
+            "or set log_to_neptune: False."
+        )
+        self.run = None
+
+    def _begin(self, run, params, tags, description):
+        # Imported only when asked for: the client takes seconds to import.
+        neptune = importlib.import_module("neptune")
+        local = self.mode in ("offline", "debug")
+        previous = os.environ.get("NEPTUNE_DATA_DIRECTORY")
+        os.environ["NEPTUNE_DATA_DIRECTORY"] = str(run.path / NEPTUNE_DIR)
+        try:
+            self.run = neptune.init_run(
+                project=self.project,
+                api_token=None if local else self.token,
+                mode=self.mode,
+                name=run.name,
+                description=description or "",
+                tags=list(tags),
+                source_files=[],
+                capture_stdout=False,
+                capture_stderr=False,
+                capture_hardware_metrics=False,
+                capture_traceback=False,
+                git_ref=False,
+            )
+        finally:
+            if previous is None:
+                os.environ.pop("NEPTUNE_DATA_DIRECTORY", None)
+            else:
+                os.environ["NEPTUNE_DATA_DIRECTORY"] = previous
+        self.run["parameters"] = {k: _neptune_value(v) for k, v in params.items()}
+
+    def _log(self, values, epoch):
+        for key, value in values.items():
+            self.run[key].append(value, step=epoch)
+
+    def _end(self, run, summary):
+        self.run["summary"] = {
+            k: _neptune_value(v) for k, v in summary.items() if k != "best_checkpoint"
+        }
+
+    def _close(self, status):
+        if self.run is not None:
+            self.run.stop(seconds=END_TIMEOUT_S / 2)
+
+
+def build_trackers(config: Config) -> list[Tracker]:
+    """The trackers the config switches on, not yet started (``start_trackers``)."""
+    trackers: list[Tracker] = []
+    if config.log_to_mlflow:
+        trackers.append(MlflowTracker(config))
+    if config.log_to_tensorboard:
+        trackers.append(TensorBoardTracker())
+    if config.log_to_neptune:
+        trackers.append(NeptuneTracker(config))
+    return trackers
+
+
+def start_trackers(
+    trackers: list[Tracker], config: Config, run: RunFolder, num_params: int, runtime: str
+) -> None:
+    """Open each tracker's run: name, the thesis's parameters, tags and description. One
+    that fails to start warns and stays off."""
+    if not trackers:
+        return
+    params = thesis_params(config, num_params, runtime)
+    for tracker in trackers:
+        tracker.begin(run, params, list(config.tags), config.description or "")
+
+
+def is_launcher() -> bool:
+    """True in the process that reports a run: not in the other processes of a multi-GPU
+    (DDP) run, which Lightning starts with a LOCAL_RANK / NODE_RANK of their own."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def finish_trackers(
+    trackers: list[Tracker],
+    run: RunFolder | None = None,
+    summary: dict[str, Any] | None = None,
+    status: str = "FINISHED",
+) -> None:
+    """Send the summary and close every tracker; ``status`` FAILED or KILLED when the run
+    ended badly."""
+    if run is not None and any(isinstance(t, MlflowTracker) and t.active for t in trackers):
+        record = load_run(run.path)  # drawn here: local work, not part of a tracker's time
+        if record is not None and record.rows:
+            plot_learning_curves(record, run.path / LEARNING_CURVES)
+    for tracker in trackers:
+        tracker.finish(run, summary, status)
+
+
+def _neptune_project(config: Config) -> str | None:
+    parts = [config.neptune_username, config.neptune_project_name]
+    if all(p and not p.strip().startswith("<") for p in parts):
+        return f"{parts[0]}/{parts[1]}"
+    return None  # the client then reads NEPTUNE_PROJECT; offline mode needs none
+
+
+def _neptune_value(value: Any) -> Any:
+    """Neptune keeps 32-bit integers only (a run seed can be larger) and no None or lists."""
+    if isinstance(value, bool | float | str):
+        return value
+    if isinstance(value, int) and -(2**31) <= value < 2**31:
+        return value
+    return str(value)
+
+
+def _mlflow_key(tag: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-. /:" else "_" for c in tag)
