@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR := demo
 
-.PHONY: demo test lint venv clean-demo
+.PHONY: demo test test-all lint venv clean-demo
 
 # The stamp is rebuilt when a requirements file changes.
 $(VENV)/.installed: prod_requirements.txt dev_requirements.txt
@@ -15,7 +15,15 @@ $(VENV)/.installed: prod_requirements.txt dev_requirements.txt
 
 venv: $(VENV)/.installed
 
+# CI's command: everything but the longer end-to-end runs (about 7 minutes on 2 cores).
 test: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -m "not slow"
+
+# Also the @pytest.mark.slow runs: kills and resumes, DDP, notebooks, an MLflow server
+# (about 13 minutes on 2 cores).
+test-all: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
