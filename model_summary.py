@@ -14,6 +14,7 @@ from pathlib import Path
 
 from configuration import DEFAULT_CONFIG, TEMPLATE_PATH, load_config
 from models.arch_dict import ARCH_OPTIONS, ARCHITECTURES, architecture_options
+from utils.cli import add_set_argument
 from utils.errors import UserError, run_cli
 from workflows.model_report import format_table, summarize
 
@@ -52,13 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="input channels (default: 1 if the config converts to grayscale, else 3)",
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set out_channels=1280 (repeatable)",
-    )
+    add_set_argument(parser, "out_channels=1280")
     parser.add_argument(
         "--repeats",
         type=int,
@@ -85,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     config_path = args.config
     if config_path is None:
         config_path = DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else str(TEMPLATE_PATH)
-    config = load_config(config_path, overrides=_overrides(args.set))
+    config = load_config(config_path, overrides=_overrides(args.overrides))
 
     if args.all:
         names = list(ARCHITECTURES)
@@ -104,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         img_channels = 1 if config.convert_to_grayscale else 3
 
     if not args.all:
-        _reject_options_that_do_not_apply(names, _overrides(args.set))
+        _reject_options_that_do_not_apply(names, _overrides(args.overrides))
     rows = summarize(
         names,
         num_classes=args.num_classes,

@@ -15,6 +15,7 @@ import argparse
 
 from configuration import load_config
 from datasets.normalization import DEFAULT_METHOD, METHODS, normalization_report
+from utils.cli import add_set_argument
 from utils.errors import run_cli
 
 
@@ -35,14 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"how to reduce the pixels (default: {DEFAULT_METHOD}, the thesis's)",
     )
     parser.add_argument("--split", choices=("train", "test"), default="train")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set image_size=[128,128]",
-    )
+    add_set_argument(parser, "image_size=[128,128]")
     return parser.parse_args(argv)
 
 

@@ -11,6 +11,7 @@ import argparse
 import json
 
 from configuration import load_config
+from utils.cli import add_set_argument
 from utils.errors import UserError, run_cli
 from utils.logger import setup_logging
 from utils.text import shown_path
@@ -34,14 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "-d", "--data-path", default=None, help="prepared data folder; overrides stanford_data_path"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, value parsed as YAML (repeatable), e.g. --set optimizer_params.lr=0.01",
-    )
+    add_set_argument(parser, "optimizer_params.lr=0.01")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     # Fine-tuning
     parser.add_argument(

@@ -23,3 +23,16 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """A whole number >= 0."""
     return _int_at_least(text, 0)
+
+
+def add_set_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """``--set KEY=VALUE``, repeatable, collected in ``args.overrides`` (values parsed as YAML
+    by the configuration, dotted keys reaching into mappings)."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config key, value parsed as YAML (repeatable), e.g. --set {example}",
+    )

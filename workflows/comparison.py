@@ -24,6 +24,7 @@ from configuration import Config, load_config
 from configuration.loading import DEFAULT_CONFIG
 from utils.errors import UserError
 from utils.files import write_bytes_atomic, write_text_atomic
+from workflows.callbacks import METRIC_COLUMNS
 from workflows.run_folder import RunFolder
 
 matplotlib.use("Agg")  # files only, never a window; must precede pyplot
@@ -32,7 +33,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-EPOCH_METRICS = ("train_loss", "train_acc", "valid_loss", "valid_acc", "lr")
+EPOCH_METRICS = tuple(column for column in METRIC_COLUMNS if column != "epoch")
 FIGURE_COLUMNS = ("epochs", "min_train_loss", "min_valid_loss", "max_train_acc", "max_valid_acc")
 # Settings that say where or how a run was watched, not what was trained: never "what differs".
 NOT_SETTINGS = (
