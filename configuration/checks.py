@@ -22,6 +22,7 @@ def cross_key_problems(config: Any) -> list[str]:
         *_callable_param_problems(config),
         *_memory_problems(config),
         *_device_augmentation_problems(config),
+        *_speed_key_problems(config),
     ]
 
 
@@ -35,6 +36,25 @@ def _device_augmentation_problems(config: Any) -> list[str]:
             device_transform(augmentation)
         except UnsupportedOnDevice as err:
             problems.append(f"key 'augment_on': {err}")
+    return problems
+
+
+# ---- cache_on_device, compile_mode: keys that act only with others -----------------
+def _speed_key_problems(config: Any) -> list[str]:
+    problems = []
+    if config.cache_on_device is True and not (
+        config.cache_images and config.augment_on == "device"
+    ):
+        problems.append(
+            "key 'cache_on_device': true needs cache_images: true and augment_on: device (it "
+            "gathers batches from the image cache on the device); set those too, or set "
+            "cache_on_device: auto"
+        )
+    if config.compile_mode != "default" and not config.compile:
+        problems.append(
+            f"key 'compile_mode': {config.compile_mode} applies only with compile: true; set "
+            "compile: true too, or leave compile_mode at default"
+        )
     return problems
 
 

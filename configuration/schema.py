@@ -143,6 +143,9 @@ class Config(BaseModel):
     num_workers: int | None = Field(None, ge=0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | list[int] | Literal["auto"] = "auto"
+    # Several GPUs and nodes: Lightning's DDP, launched by Lightning, torchrun or SLURM.
+    num_nodes: int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp", "ddp_find_unused_parameters_true", "ddp_notebook"] = "auto"
     # None: a fresh seed per run, recorded in the run's config.yml and summary.json.
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
@@ -155,7 +158,12 @@ class Config(BaseModel):
     augment_on: Literal["cpu", "device"] = "cpu"  # where augmentations and Normalize run
     channels_last: bool = False
     compile: bool = False  # torch.compile the network
+    # torch.compile's mode; reduce-overhead and max-autotune replay the step as CUDA graphs
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    # With cache_images and augment_on: device, gather batches from a copy of the cache on the
+    # device (auto: when it fits; see datasets/device_cache.py)
+    cache_on_device: bool | Literal["auto"] = "auto"
 
     # ---- spellings ---------------------------------------------------------------------------
     @model_validator(mode="before")

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Sampler
 
 from datasets.cache import CACHE_DIRNAME, ImageCache, open_or_build
 from datasets.device_augment import DeviceAugmenter
+from datasets.device_cache import CacheOnDevice, IndexDataset
 from datasets.labels import SPLITS, class_names_from, read_annotations
 from datasets.preprocessing import Augmentation, Preprocessing
 from datasets.stanford_data import StanfordCarsDataset
@@ -30,7 +32,9 @@ class StanfordCarsDataModule(pl.LightningDataModule):
     first ``setup``, under ``cache_dir``, default ``<data_path>/.cache``); ``augment_on``
     ``device`` makes the loaders yield uint8 batches that ``on_after_batch_transfer`` turns
     into normalised (and, for training, augmented) float batches on the device;
-    ``channels_last`` hands them over in that memory format.
+    ``channels_last`` hands them over in that memory format. ``cache_on_device`` (True, False or
+    "auto"; only with ``cache_images`` and ``augment_on`` ``device``) makes the loaders yield
+    sample indices, the hook gathering their images from a copy of the cache on the device.
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class StanfordCarsDataModule(pl.LightningDataModule):
         channels_last: bool = False,
         cache_dir: str | Path | None = None,
         progress: bool = True,
+        cache_on_device: bool | str = False,
     ) -> None:
         super().__init__()
         if augment_on not in AUGMENT_ON:
@@ -69,6 +74,10 @@ class StanfordCarsDataModule(pl.LightningDataModule):
         self.device_augmenter: DeviceAugmenter | None = None
         if augment_on == "device":
             self.device_augmenter = DeviceAugmenter(self.preprocessing, self.augmentations)
+        # cache_on_device: with the cache and device augmentation, batches may be gathered
+        # from a copy of the cache on the device (datasets/device_cache.py)
+        gather = cache_images and augment_on == "device"
+        self.cache_on_device = CacheOnDevice(cache_on_device if gather else False)
 
     @property
     def num_classes(self) -> int:
@@ -123,16 +132,35 @@ class StanfordCarsDataModule(pl.LightningDataModule):
             return batch
         images, labels = batch
         train = self.trainer is not None and self.trainer.training
+        if self.cache_on_device.active:  # the loader yielded sample indices
+            images = self.cache_on_device.gather("train" if train else "test", images)
         return self.finish_batch(images, train), labels
 
+    def _gathers_on_device(self) -> bool:
+        caches = {
+            dataset.split: dataset.cache
+            for dataset in (self.train_dataset, self.valid_dataset)
+            if dataset is not None and dataset.cache is not None
+        }
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        return self.cache_on_device.resolve(caches, device)
+
     def _loader(self, dataset: StanfordCarsDataset, shuffle: bool) -> DataLoader:
+        workers, pin_memory = self.num_workers, self.pin_memory
+        if self._gathers_on_device():
+            # Only indices and labels to load: worker processes and pinned memory would cost
+            # more than the few integers of a batch.
+            labels = [sample.label for sample in dataset.samples]
+            dataset, workers, pin_memory = IndexDataset(labels), 0, False
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            sampler=None if shuffle else self._evaluation_sampler(dataset),
+            num_workers=workers,
+            pin_memory=pin_memory,
+            persistent_workers=workers > 0,
             # BatchNorm cannot train on a batch of one image (GhostNet's classifier, any net's
             # 1x1 feature maps): drop a last batch of one, counted per process under DDP.
             drop_last=shuffle
@@ -141,6 +169,18 @@ class StanfordCarsDataModule(pl.LightningDataModule):
 
     def _world_size(self) -> int:
         return self.trainer.world_size if self.trainer is not None else 1
+
+    def _evaluation_sampler(self, dataset: StanfordCarsDataset) -> Sampler | None:
+        """Under DDP, each process validates every n-th image and each image counts exactly
+        once. (Lightning's own DistributedSampler pads the split with repeats so that every
+        process gets as many batches; validation needs no such balance: the metrics are summed
+        over processes once per epoch.) None when Lightning's default serves."""
+        world = self._world_size()
+        if world <= 1 or len(dataset) < world:
+            return None
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=world, rank=self.trainer.global_rank, shuffle=False
+        )
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "call setup('fit') first"

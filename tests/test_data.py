@@ -160,3 +160,33 @@ def test_missing_image_is_a_user_error(prepared_data, tmp_path):
     next((data / "test").iterdir()).unlink()
     with pytest.raises(UserError, match="missing"):
         StanfordCarsDataset(data, "test")
+
+
+class _FakeTrainer:
+    """What the data module asks of its Trainer under DDP."""
+
+    def __init__(self, world_size: int, global_rank: int) -> None:
+        self.world_size, self.global_rank, self.training = world_size, global_rank, False
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_ddp_validation_sees_each_image_exactly_once(prepared_data, world_size):
+    seen = []
+    for rank in range(world_size):
+        data = StanfordCarsDataModule(prepared_data, Preprocessing(image_size=(16, 16)))
+        data.setup("fit")
+        data.trainer = _FakeTrainer(world_size, rank)
+        loader = data.val_dataloader()
+        assert loader.sampler.num_replicas == world_size  # Lightning keeps a DistributedSampler
+        seen += list(loader.sampler)
+        assert data.train_dataloader().sampler.__class__.__name__ == "RandomSampler"
+    total = len(data.valid_dataset)
+    assert total % world_size != 0  # a split the padding sampler would repeat images of
+    assert sorted(seen) == list(range(total))
+
+
+def test_one_process_validates_in_order_without_a_distributed_sampler(prepared_data):
+    data = StanfordCarsDataModule(prepared_data, Preprocessing(image_size=(16, 16)))
+    data.setup("fit")
+    data.trainer = _FakeTrainer(1, 0)
+    assert list(data.val_dataloader().sampler) == list(range(len(data.valid_dataset)))

@@ -16,6 +16,7 @@ from models.checkpoint import META_KEY, load_network, read_checkpoint
 from models.net_module import NetModule
 from utils.errors import UserError
 from workflows.callbacks import METRIC_COLUMNS
+from workflows.evaluation import evaluate_checkpoint
 from workflows.training import run_training
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,11 +36,15 @@ SUMMARY_KEYS = {
 }
 
 
-def run_train_cli(tmp_path, data_path, *overrides: str) -> subprocess.CompletedProcess:
-    """``python train.py`` in a fresh process, from ``tmp_path``, on the template config."""
+def run_train_cli(
+    tmp_path, data_path, *overrides: str, launcher: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """``python train.py`` in a fresh process, from ``tmp_path``, on the template config;
+    ``launcher`` goes between the interpreter and the script (e.g. ``-m torch.distributed.run``)."""
     config = tmp_path / "config.yml"
     config.write_text((ROOT / "config_template.yml").read_text())
-    command = [sys.executable, str(ROOT / "train.py"), "-c", str(config), "-d", str(data_path)]
+    command = [sys.executable, *launcher, str(ROOT / "train.py"), "-c", str(config)]
+    command += ["-d", str(data_path)]
     # The default MLflow store would sit beside the run folders these tests count.
     for item in ("log_to_mlflow=false", *overrides):
         command += ["--set", item]
@@ -303,6 +308,33 @@ def test_corrupt_image_read_by_a_loader_worker_is_one_line_error(tmp_path, prepa
     assert "GPU available" in log_text
 
 
+DDP_SETTINGS = (
+    "num_epochs=1",
+    "image_size=[32,32]",
+    "batch_size=4",
+    "num_workers=0",
+    "accelerator=cpu",
+    "devices=2",
+)
+
+
+def check_ddp_run(tmp_path, prepared_data, result) -> None:
+    """One run folder, one report, and a valid_acc / valid_loss that evaluate.py repeats on
+    the same checkpoint: the two processes counted each validation image exactly once."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [p for p in (tmp_path / "output").iterdir() if not p.name.startswith(".")]
+    assert len(runs) == 1
+    _, rows = read_metrics(runs[0] / "metrics.csv")
+    assert len(rows) == 1 and (runs[0] / "summary.json").is_file()
+    assert result.stdout.count("Run folder:") == 1
+    metrics = evaluate_checkpoint(runs[0], prepared_data, device="cpu")
+    # 9 validation images on 2 processes: padding would have counted one of them twice.
+    assert metrics["num_images"] == 9
+    assert 0 < metrics["top1"] < 1  # so that one image counted twice would change it
+    assert float(rows[0]["valid_acc"]) == pytest.approx(metrics["top1"], abs=1e-6)
+    assert float(rows[0]["valid_loss"]) == pytest.approx(metrics["loss"], rel=1e-4)
+
+
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu_shares_one_run_folder(tmp_path, prepared_data):
     # Lightning starts the second process by running the command again; it must join the
@@ -310,18 +342,24 @@ def test_two_process_ddp_on_cpu_shares_one_run_folder(tmp_path, prepared_data):
     result = run_train_cli(
         tmp_path,
         prepared_data,
-        "num_epochs=1",
-        "image_size=[32,32]",
-        "batch_size=4",
-        "num_workers=0",
-        "accelerator=cpu",
-        "devices=2",
+        *DDP_SETTINGS,
+        "seed=3",
         f"output_path={tmp_path / 'output'}",
         f"logging_dir={tmp_path / 'logs'}",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = list((tmp_path / "output").iterdir())
-    assert len(runs) == 1
-    _, rows = read_metrics(runs[0] / "metrics.csv")
-    assert len(rows) == 1 and (runs[0] / "summary.json").is_file()
-    assert result.stdout.count("Run folder:") == 1
+    check_ddp_run(tmp_path, prepared_data, result)
+
+
+@pytest.mark.slow
+def test_torchrun_launch_on_cpu_trains_one_run(tmp_path, prepared_data):
+    # torchrun starts both processes itself: they meet in one run folder through output_path.
+    result = run_train_cli(
+        tmp_path,
+        prepared_data,
+        *DDP_SETTINGS,
+        "strategy=ddp",
+        f"output_path={tmp_path / 'output'}",
+        f"logging_dir={tmp_path / 'logs'}",
+        launcher=("-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"),
+    )
+    check_ddp_run(tmp_path, prepared_data, result)

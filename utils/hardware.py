@@ -69,3 +69,37 @@ def detect_runtime() -> str:
         return "colab" if importlib.util.find_spec("google.colab") is not None else "local"
     except (ImportError, ValueError):
         return "local"
+
+
+# ---- several processes for one run (DDP) ------------------------------------------------
+def is_first_process() -> bool:
+    """False in each process that a multi-process (DDP) launch started beside the first one:
+    Lightning's own launcher marks them with LOCAL_RANK / NODE_RANK, torchrun with RANK, SLURM
+    with SLURM_PROCID. The first process makes the run folder and reports to the trackers."""
+    if any(os.environ.get(name, "0") != "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        return False
+    return not (_slurm_tasks() > 1 and os.environ.get("SLURM_PROCID", "0") != "0")
+
+
+def external_launch_id() -> str | None:
+    """The id that every process of one torchrun or SLURM launch of several processes shares;
+    None for a single process and under Lightning's own launcher (its processes inherit the
+    first one's environment instead)."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    if run_id and _env_int("WORLD_SIZE", 1) > 1:
+        return f"torchrun-{run_id}"
+    job = os.environ.get("SLURM_JOB_ID", "")
+    if job and _slurm_tasks() > 1:
+        return f"slurm-{job}-{os.environ.get('SLURM_STEP_ID', '0')}"
+    return None
+
+
+def _slurm_tasks() -> int:
+    return _env_int("SLURM_NTASKS", 1)
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default

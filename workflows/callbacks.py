@@ -110,6 +110,8 @@ def make_trainer(
     loggers: list[Logger] | None = None,
     plugins: list[Any] | None = None,
     precision: str = "32-true",
+    num_nodes: int = 1,
+    strategy: str = "auto",
 ) -> pl.Trainer:
     """A Trainer with the given experiment trackers (none by default: the run folder keeps
     every figure); an accelerator or device setting this machine cannot honour is a
@@ -119,6 +121,8 @@ def make_trainer(
             max_epochs=max_epochs,
             accelerator=accelerator,
             devices=devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
             callbacks=[*callbacks, EpochProgressBar()] if progress_bar else callbacks,
             logger=loggers or False,
             enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
@@ -131,8 +135,9 @@ def make_trainer(
         )
     except (MisconfigurationException, ValueError, RuntimeError, TypeError) as err:
         raise UserError(
-            f"accelerator '{accelerator}' with devices {devices!r} and precision '{precision}' "
-            f"cannot be used on this machine ({err}). Set accelerator: auto (a GPU when there is "
-            "one, else the CPU), devices: auto and precision: 32-true, or name devices this "
-            "machine has."
+            f"accelerator '{accelerator}' with devices {devices!r}, num_nodes {num_nodes}, "
+            f"strategy '{strategy}' and precision '{precision}' cannot be used here ({err}). Set "
+            "accelerator: auto (a GPU when there is one, else the CPU), devices: auto, "
+            "num_nodes: 1, strategy: auto and precision: 32-true, or name devices this machine "
+            "has; under torchrun or SLURM, devices x num_nodes must equal the processes started."
         ) from None

@@ -5,20 +5,25 @@ Its layout, in one place::
     config.yml                 the resolved config, secrets redacted
     metrics.csv                one row per epoch
     summary.json               the run's figures, written when it ends
+    trackers.json              the tracker runs it logs to (MLflow run id, Neptune ids), so a
+                               resumed run goes on in the same ones; never a token
     checkpoints/best.ckpt      lowest valid_loss
     checkpoints/last.ckpt      the latest epoch
     evaluation/<ckpt>-<split>/ evaluate.py's reports, e.g. evaluation/best-test/
     export/                    export_model.py's files
 
-In a multi-GPU (DDP) run the launcher creates the folder and the other processes join it.
+In a multi-GPU (DDP) run the first process creates the folder and the other processes join it
+(under torchrun and SLURM through ``<output_path>/.launches/<launch id>.json``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ import yaml
 
 from utils.errors import UserError
 from utils.files import write_json_atomic, write_yaml_atomic
+from utils.hardware import external_launch_id, is_first_process
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,15 @@ RUN_TIME_FORMAT = "%Y%m%d%H%M%S"
 # Lightning's DDP launcher starts the other ranks by running the same command again; they find
 # the launcher's run folder in this variable instead of making one of their own.
 RUN_DIR_ENV = "CARS_RUN_DIR"
+# Under torchrun and SLURM every process starts on its own: the first one names the run folder
+# in <output_path>/.launches/<launch id>.json and the others wait for it: up to half an hour,
+# since the first process reads the data (and may build the image cache) before it makes it.
+LAUNCHES_DIR = ".launches"
+LAUNCH_WAIT_ENV = "CARS_LAUNCH_WAIT_S"
+LAUNCH_WAIT_S = 1800.0
 LAST = "last"
+# Trackers start on helper threads; one at a time rewrites trackers.json.
+_TRACKERS_LOCK = threading.Lock()
 _RUN_NAME = re.compile(r".+_(\d{14})(?:_(\d+))?")
 
 
@@ -47,6 +61,7 @@ class RunFolder:
     CHECKPOINTS = "checkpoints"
     EVALUATION = "evaluation"
     EXPORT = "export"
+    TRACKERS = "trackers.json"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -79,14 +94,53 @@ class RunFolder:
 
     @classmethod
     def create_or_join(cls, output_path: str | Path, architecture: str) -> tuple[RunFolder, bool]:
-        """The launcher's folder in a DDP worker process, else a new one; the flag says
-        whether it was created here (only then does this process own it)."""
-        inherited = os.environ.get(RUN_DIR_ENV)
-        if inherited and os.environ.get("LOCAL_RANK", "0") != "0" and Path(inherited).is_dir():
+        """A new run folder in the first process of a run; in the other processes of a
+        multi-process (DDP) run, the first one's folder. The flag says whether it was created
+        here (only then does this process own it)."""
+        launch = external_launch_id()
+        if launch is not None:  # torchrun or SLURM: every process started on its own
+            return cls._create_or_join_launch(output_path, architecture, launch)
+        if not is_first_process():  # Lightning's launcher: the first process's environment
+            inherited = os.environ.get(RUN_DIR_ENV)
+            if not inherited or not Path(inherited).is_dir():
+                raise UserError(
+                    "this process belongs to a multi-process run (NODE_RANK / LOCAL_RANK are "
+                    "set) but was not started by the run's first process, so it cannot find the "
+                    "run folder. Start runs on several nodes with torchrun or SLURM (README, "
+                    "'Several GPUs and nodes')."
+                )
             return cls(inherited), False
         run = cls.create(output_path, architecture)
         os.environ[RUN_DIR_ENV] = str(run.path)
         return run, True
+
+    @classmethod
+    def _create_or_join_launch(
+        cls, output_path: str | Path, architecture: str, launch: str
+    ) -> tuple[RunFolder, bool]:
+        # The first process names the run folder in a small file under output_path, which the
+        # others (on this node or others sharing the folder) wait for.
+        pointer = Path(output_path) / LAUNCHES_DIR / f"{_safe_name(launch)}.json"
+        if is_first_process():
+            run = cls.create(output_path, architecture)
+            write_json_atomic(pointer, {"run_dir": str(run.path.resolve())})
+            return run, True
+        wait_s = float(os.environ.get(LAUNCH_WAIT_ENV, LAUNCH_WAIT_S))
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                run_dir = Path(json.loads(pointer.read_text(encoding="utf-8"))["run_dir"])
+            except (OSError, ValueError, KeyError, TypeError):
+                time.sleep(0.2)
+                continue
+            if run_dir.is_dir():
+                return cls(run_dir), False
+            time.sleep(0.2)
+        raise UserError(
+            f"this process of launch '{launch}' waited {wait_s:.0f} s for the first process to "
+            f"name the run folder in '{pointer}'. Put output_path on a folder that every node "
+            "shares, and check that the first process (rank 0) started without an error."
+        )
 
     @classmethod
     def of_checkpoint(cls, checkpoint: str | Path) -> RunFolder:
@@ -198,6 +252,10 @@ class RunFolder:
     def export(self) -> Path:
         return self.path / self.EXPORT
 
+    @property
+    def trackers_json(self) -> Path:
+        return self.path / self.TRACKERS
+
     # ---- contents ----------------------------------------------------------------------------
     def write_config(self, public_config: dict[str, Any]) -> None:
         write_yaml_atomic(self.config_yml, public_config)
@@ -216,9 +274,29 @@ class RunFolder:
             return {}
         return raw if isinstance(raw, dict) else {}
 
+    # ---- resume: the tracker runs this run logs to --------------------------------------------
+    def read_trackers(self) -> dict[str, dict[str, Any]]:
+        """``trackers.json``: each tracker's identity of this run; ``{}`` when there is none."""
+        try:
+            data = json.loads(self.trackers_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, dict)}
+
+    def record_tracker(self, tracker: str, identity: dict[str, Any]) -> None:
+        """Store one tracker's identity of this run in ``trackers.json`` (atomically)."""
+        with _TRACKERS_LOCK:
+            write_json_atomic(self.trackers_json, {**self.read_trackers(), tracker: identity})
+
     def remove(self) -> None:
         """Delete the folder: a run that never finished an epoch leaves nothing behind."""
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def _unwritable_output(folder: Path, reason: str) -> None:

@@ -23,6 +23,7 @@ from pytorch_lightning.loggers import Logger, MLFlowLogger, TensorBoardLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from configuration import Config
+from utils.hardware import is_first_process
 from workflows.comparison import load_run, plot_learning_curves
 from workflows.run_folder import RunFolder
 
@@ -413,8 +414,8 @@ def start_trackers(
 
 def is_launcher() -> bool:
     """True in the process that reports a run: not in the other processes of a multi-GPU
-    (DDP) run, which Lightning starts with a LOCAL_RANK / NODE_RANK of their own."""
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    (DDP) run."""
+    return is_first_process()
 
 
 def finish_trackers(

@@ -92,6 +92,7 @@ def build_datamodule(config: Config, data_path: str | Path | None = None) -> Sta
         cache_images=config.cache_images,
         augment_on=config.augment_on,
         channels_last=config.channels_last,
+        cache_on_device=config.cache_on_device,
     )
 
 
@@ -117,7 +118,7 @@ def run_training(
     loss_fn = build_loss(config.loss_function, config.loss_params)
     preflight(data, net, loss_fn, config.loss_function, config.architecture)
     pl.seed_everything(config.seed, workers=True, verbose=False)  # as if preflight never ran
-    net = prepare_network(net, config.channels_last, config.compile)  # speed
+    net = prepare_network(net, config.channels_last, config.compile, config.compile_mode)  # speed
 
     # ---- resume: go on in the resumed run's folder, else make a new one
     if resume is not None:
@@ -175,6 +176,8 @@ def run_training(
             plugins=[AtomicCheckpointIO()],
             loggers=trackers,
             precision=config.precision,  # speed
+            num_nodes=config.num_nodes,
+            strategy=config.strategy,
         )
     except UserError:
         if created:
