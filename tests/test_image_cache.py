@@ -4,8 +4,10 @@ and the same tensors as the uncached path."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -138,3 +140,28 @@ def test_augmented_training_through_the_cache(data):
     cached.setup("fit")
     images, labels = next(iter(cached.train_dataloader()))
     assert images.shape == (4, 3, 24, 32) and images.dtype == torch.float32
+
+
+def test_processes_asking_at_once_build_the_cache_once(data, tmp_path, monkeypatch):
+    # The processes of a multi-GPU run set up their data together.
+    builds = tmp_path / "builds.txt"
+    original = cache_module._build
+
+    def counted(*args, **kwargs):
+        with builds.open("a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        time.sleep(0.5)  # long enough for the other process to ask meanwhile
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "_build", counted)
+    context = multiprocessing.get_context("fork")  # the children inherit the patch
+    children = [context.Process(target=_build, args=(data,)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+    assert [child.exitcode for child in children] == [0, 0]
+    assert len(builds.read_text().splitlines()) == 1
+    assert not [name for name in _files(data) if name.endswith(".tmp")]
+    reused = _build(data)  # valid: this process reads it without building
+    assert len(builds.read_text().splitlines()) == 1 and reused.shape[0] > 0
