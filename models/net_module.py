@@ -8,7 +8,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from models.checkpoint import META_KEY
@@ -48,7 +48,7 @@ class NetModule(pl.LightningModule):
         self.meta = dict(meta or {})
         self.top_k = min(TOP_K, num_classes)
         # ModuleDict keys may not shadow Module attributes such as ``train``.
-        self.losses = nn.ModuleDict({_key(stage): MeanMetric() for stage in STAGES})
+        self.losses = nn.ModuleDict({_key(stage): BatchMean() for stage in STAGES})
         self.scores = nn.ModuleDict(
             {_key(stage): _stage_scores(stage, num_classes, self.top_k) for stage in STAGES}
         )
@@ -64,7 +64,7 @@ class NetModule(pl.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = self.loss_fn(logits, labels)
-        self.losses[_key(stage)].update(loss.detach(), weight=labels.shape[0])
+        self.losses[_key(stage)].update(loss.detach(), labels.shape[0])
         self.scores[_key(stage)].update(logits.detach(), labels)
         return loss
 
@@ -133,12 +133,40 @@ class NetModule(pl.LightningModule):
         checkpoint[META_KEY] = dict(self.meta)
 
 
+class BatchMean(Metric):
+    """The mean of per-batch mean values weighted by batch size, over all processes.
+
+    Unlike ``MeanMetric``, whose NaN check reads a value back from the device every step, it
+    never waits for the GPU: a training step that waits cannot queue the next one's kernels
+    while the GPU works, and GhostNet's many small kernels make that wait a large part of a step.
+    A NaN stays a NaN (and shows in the logged loss)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, value: torch.Tensor, n: int) -> None:
+        self.total += value.detach().float() * n
+        self.count += n
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count
+
+
 def _key(stage: str) -> str:
     return f"{stage}_stage"
 
 
 def _stage_scores(stage: str, num_classes: int, top_k: int) -> MetricCollection:
-    scores = {"acc": MulticlassAccuracy(num_classes=num_classes, average="micro")}
+    # Checking the labels each step waits for the GPU (see BatchMean); the labels CSVs were
+    # checked when they were read, and evaluation checks them before testing.
+    checked = stage == "test"
+    scores = {
+        "acc": MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=checked)
+    }
     if stage == "test":
         scores["top_k"] = MulticlassAccuracy(num_classes=num_classes, top_k=top_k, average="micro")
         scores["confusion"] = MulticlassConfusionMatrix(num_classes=num_classes)

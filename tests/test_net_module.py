@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, TensorDataset
 
 from models.net_module import NetModule
 from utils.logger import lightning_quiet
 from workflows.callbacks import make_trainer
+from workflows.interruptions import FiniteLossGuard, NonFiniteLoss
 
 
 def test_test_stage_reports_what_a_direct_computation_gives():
@@ -44,3 +46,52 @@ def test_test_stage_reports_what_a_direct_computation_gives():
 def test_top_k_is_capped_by_the_number_of_classes():
     module = NetModule(nn.Linear(2, 3), nn.CrossEntropyLoss(), num_classes=3)
     assert module.top_k == 3
+
+
+class _Readbacks(TorchDispatchMode):
+    """Counts the operations that copy a tensor's value to the host (``.item()``, ``bool()``,
+    ``float()``): on a GPU each one makes the CPU wait until the GPU has caught up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+class _Trainer:
+    num_training_batches, current_epoch = 100, 0
+
+
+def test_a_training_step_and_its_loss_guard_never_wait_for_the_device():
+    torch.manual_seed(0)
+    module = NetModule(nn.Linear(4, 3), nn.CrossEntropyLoss(), 3)
+    guard = FiniteLossGuard()
+    batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    readbacks = _Readbacks()
+    with readbacks:
+        for idx in range(FiniteLossGuard.CHECK_EVERY - 1):
+            loss = module.training_step(batch, idx)
+            guard.on_train_batch_end(_Trainer(), module, loss, batch, idx)
+    assert readbacks.count == 0
+
+
+def test_the_loss_guard_names_the_first_bad_batch_when_it_checks():
+    guard, module = FiniteLossGuard(), None
+    losses = [torch.tensor(1.0), torch.tensor(float("nan")), torch.tensor(float("inf"))]
+    for idx, loss in enumerate(losses):
+        guard.on_train_batch_end(_Trainer(), module, loss, None, idx)  # no check yet
+    with pytest.raises(NonFiniteLoss, match="nan at epoch 0, batch 1"):
+        for idx in range(len(losses), FiniteLossGuard.CHECK_EVERY):
+            guard.on_train_batch_end(_Trainer(), module, torch.tensor(1.0), None, idx)
+
+
+def test_the_mean_loss_weights_each_batch_by_its_size():
+    module = NetModule(nn.Linear(4, 3), nn.CrossEntropyLoss(), 3)
+    metric = module.losses["train_stage"]
+    metric.update(torch.tensor(1.0), 6)
+    metric.update(torch.tensor(4.0), 2)
+    assert float(metric.compute()) == pytest.approx((6 * 1.0 + 2 * 4.0) / 8)

@@ -127,14 +127,38 @@ class NonFiniteLoss(Exception):
 
 class FiniteLossGuard(Callback):
     """Stops the run at the first non-finite training loss, before the epoch's checkpoints are
-    written, so that best.ckpt and last.ckpt keep the last good weights."""
+    written, so that best.ckpt and last.ckpt keep the last good weights.
+
+    Reading the loss back every step would make the CPU wait for the GPU, so the device keeps
+    the first bad batch's index and loss, and they are read every ``CHECK_EVERY`` batches and
+    at the epoch's last batch (before validation and the checkpoints)."""
+
+    CHECK_EVERY = 50
+
+    def __init__(self) -> None:
+        self._first_bad: torch.Tensor | None = None  # [batch index, loss]; index -1: none yet
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._first_bad = None
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
-            raise NonFiniteLoss(trainer.current_epoch, idx, float(loss.detach().float().mean()))
+        if not isinstance(loss, torch.Tensor):
+            return
+        loss = loss.detach().float().mean()
+        if self._first_bad is None:
+            self._first_bad = torch.full((2,), -1.0, device=loss.device)
+        # torch.full passes the index to the kernel: no copy from the host, no waiting.
+        record = torch.stack([torch.full((), float(idx), device=loss.device), loss])
+        first = ~torch.isfinite(loss) & (self._first_bad[0] < 0)
+        self._first_bad = torch.where(first, record, self._first_bad)
+        last = idx + 1 >= trainer.num_training_batches
+        if last or (idx + 1) % self.CHECK_EVERY == 0:
+            bad_index, value = self._first_bad.tolist()
+            if bad_index >= 0:
+                raise NonFiniteLoss(trainer.current_epoch, int(bad_index), value)
 
 
 class RandomState(Callback):
