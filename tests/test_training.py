@@ -363,3 +363,26 @@ def test_torchrun_launch_on_cpu_trains_one_run(tmp_path, prepared_data):
         launcher=("-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"),
     )
     check_ddp_run(tmp_path, prepared_data, result)
+
+
+@pytest.mark.slow
+def test_a_two_process_run_resumes_with_two_processes(tmp_path, prepared_data):
+    settings = (
+        *DDP_SETTINGS,
+        f"output_path={tmp_path / 'output'}",
+        f"logging_dir={tmp_path / 'logs'}",
+    )
+    first = run_train_cli(tmp_path, prepared_data, *settings)
+    assert first.returncode == 0, first.stderr[-3000:]
+    config = tmp_path / "config.yml"  # run_train_cli's copy of the template
+    command = [sys.executable, str(ROOT / "train.py"), "--resume", "last", "-c", str(config)]
+    command += ["-d", str(prepared_data), "--no-progress"]
+    for item in ("log_to_mlflow=false", *settings, "num_epochs=2"):
+        command += ["--set", item]
+    resumed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    runs = [p for p in (tmp_path / "output").iterdir() if not p.name.startswith(".")]
+    assert len(runs) == 1
+    _, rows = read_metrics(runs[0] / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert json.loads((runs[0] / "summary.json").read_text())["epochs_run"] == 2
