@@ -10,13 +10,15 @@ rewritten after every row (a run cut short keeps what it measured):
 
 1. ``pipeline/*``: CPU cost per training image on the loader-worker side (one process, one
    thread): the thesis's per-image PIL path vs ``cache_images`` vs ``cache_images`` +
-   ``augment_on: device``; the cache's build cost per image; the device-side augmentation.
+   ``augment_on: device``; the cache's build cost per image; the device-side augmentation;
+   the batch gathered from the cache's copy on the device (``cache_on_device``).
 2. ``step/*``: GhostNet (320 output channels, 196 classes) forward + backward + AdamW at
    227x227: fp32 NCHW vs channels_last vs compile vs bf16 autocast (and all together), on the
-   CPU and, when present, on CUDA.
+   CPU and, when present, on CUDA, where compile reduce-overhead (CUDA graphs) is measured too.
 3. ``epoch/*`` (CUDA only): one epoch of training + validation through Lightning (8,144 + 8,041
-   images by default), the thesis's path vs the fast one (cache, device augmentation,
-   channels_last, compile), with ``--workers`` and with 2 loader workers (a Colab-sized CPU).
+   images by default), the thesis's path vs fast ones (cache and device augmentation, with and
+   without channels_last, with ``cache_on_device``, with compile default and reduce-overhead),
+   with ``--workers`` and with 2 loader workers (a Colab-sized CPU).
 
 Only torch, torchvision, pytorch-lightning, numpy, pillow, pydantic and kornia are needed: no
 experiment tracker is imported.
@@ -44,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from configuration import TEMPLATE_PATH, load_config  # noqa: E402
 from datasets.cache import open_or_build  # noqa: E402
 from datasets.device_augment import DeviceAugmenter  # noqa: E402
+from datasets.device_cache import DeviceImages  # noqa: E402
 from datasets.stanford_data import StanfordCarsDataset  # noqa: E402
 from datasets.stanford_data_module import StanfordCarsDataModule  # noqa: E402
 from models.arch_dict import build_network  # noqa: E402
@@ -109,7 +112,7 @@ class Rows:
             "unit": unit,
         }
         self.rows.append(row)
-        print(f"{name:<44} {baseline:>12.3f} {value:>12.3f} {ratio:>7.2f}x  {unit}", flush=True)
+        print(f"{name:<62} {baseline:>12.3f} {value:>12.3f} {ratio:>7.2f}x  {unit}", flush=True)
         if self.json_path:
             tmp = self.json_path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"device": self.device, "rows": self.rows}, indent=2))
@@ -168,6 +171,24 @@ def bench_pipeline(rows: Rows, data: Path, config, count: int, device: torch.dev
     rows.add(
         f"pipeline/device augment ({device.type}, batched)", thesis_ms, device_ms, "ms/img", False
     )
+    # cache_on_device: the batch gathered from the cache's copy on the device (the copy itself,
+    # made once per run, is left out), instead of being read and collated by loader workers
+    images = DeviceImages(cache)
+    indices = torch.randint(0, len(cache), (size,), device=device)
+    images.gather(indices)
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        images.gather(indices)
+    _sync(device)
+    gather_ms = (time.perf_counter() - started) * 1000 / (repeats * size)
+    rows.add(
+        f"pipeline/cache_on_device gather ({device.type}, batched)",
+        thesis_ms,
+        gather_ms,
+        "ms/img",
+        False,
+    )
 
 
 # ---- 2. training step ---------------------------------------------------------------------------
@@ -183,10 +204,13 @@ def step_rate(
     channels_last: bool = False,
     compile: bool = False,
     bf16: bool = False,
+    compile_mode: str = "default",
 ) -> float:
     torch.manual_seed(0)
+    if compile:
+        torch.compiler.reset()  # each variant compiles afresh, within dynamo's recompile limit
     net = build_network("ghost", NUM_CLASSES, 3, dropout=0.2, out_channels=320).to(device)
-    net = prepare_network(net, channels_last, compile).train()
+    net = prepare_network(net, channels_last, compile, compile_mode).train()
     opt = torch.optim.AdamW(net.parameters(), lr=0.001, weight_decay=0.6)
     loss_fn = build_loss("LabelSmoothingCrossEntropy", None)
     x = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
@@ -201,7 +225,7 @@ def step_rate(
         loss.backward()
         opt.step()
 
-    for _ in range(3 if compile else 1 if steps < 3 else 2):
+    for _ in range(3 if compile else 2):  # cuDNN / oneDNN set-up out of the timing
         step()
     _sync(device)
     started = time.perf_counter()
@@ -213,17 +237,25 @@ def step_rate(
     return rate
 
 
-def bench_step(rows: Rows, device: torch.device, batch: int, steps: int, compile: bool) -> None:
+def bench_step(
+    rows: Rows, device: torch.device, batch: int, steps: int, compile: bool, bf16: bool = True
+) -> None:
     torch.set_num_threads(max(1, available_cpus()))
     where = f"{device.type}, batch {batch}"
     base = step_rate(device, batch, steps)
-    variants = [
-        ("channels_last", {"channels_last": True}),
-        ("bf16", {"bf16": True}),
-        ("channels_last+bf16", {"channels_last": True, "bf16": True}),
-    ]
-    if compile:  # each compilation takes a minute or more: one combination
+    variants = [("channels_last", {"channels_last": True})]
+    if bf16:
+        variants += [
+            ("bf16", {"bf16": True}),
+            ("channels_last+bf16", {"channels_last": True, "bf16": True}),
+        ]
+    if compile:  # each compilation takes a minute or more: few combinations
         variants.append(("compile+channels_last", {"compile": True, "channels_last": True}))
+        if device.type == "cuda":
+            # CUDA graphs: one launch per step instead of hundreds (GhostNet at batch 64 is
+            # launch-bound); NCHW, as channels_last made the step slower on an H200
+            graphs = {"compile": True, "compile_mode": "reduce-overhead"}
+            variants.append(("compile reduce-overhead", graphs))
     for label, options in variants:
         try:
             value = step_rate(device, batch, steps, **options)
@@ -249,11 +281,24 @@ class EpochTimer(pl.Callback):
             self.seconds.append(time.perf_counter() - self._start)
 
 
+# The fast input path: the image cache, augmentation on the device.
+FAST = {"cache": True, "device_augment": True}
+
+
 def epoch_seconds(
-    data: Path, config, workers: int, fast: bool, compile: bool, epochs: int
+    data: Path,
+    config,
+    workers: int,
+    epochs: int,
+    cache: bool = False,
+    device_augment: bool = False,
+    channels_last: bool = False,
+    cache_on_device: bool = False,
+    compile_mode: str | None = None,
 ) -> float:
-    """The last of ``epochs`` epochs (training + validation), after worker start-up and any
-    compilation in the first one."""
+    """The last of ``epochs`` epochs (training + validation), after worker start-up, the
+    cache's copy to the device and any compilation in the first one. ``compile_mode`` None:
+    no torch.compile."""
     module = StanfordCarsDataModule(
         data,
         config.preprocessing(),
@@ -261,13 +306,16 @@ def epoch_seconds(
         batch_size=config.batch_size,
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
-        cache_images=fast,
-        augment_on="device" if fast else "cpu",
-        channels_last=fast,
+        cache_images=cache,
+        augment_on="device" if device_augment else "cpu",
+        channels_last=channels_last,
         progress=False,
+        cache_on_device=cache_on_device,
     )
+    if compile_mode is not None:
+        torch.compiler.reset()
     net = build_network("ghost", module.num_classes, 3, **config.arch_options())
-    net = prepare_network(net, channels_last=fast, compile=fast and compile)
+    net = prepare_network(net, channels_last, compile_mode is not None, compile_mode or "default")
     model = NetModule(
         net=net,
         loss_fn=build_loss(config.loss_function, config.loss_params),
@@ -294,20 +342,48 @@ def epoch_seconds(
 
 
 def bench_epoch(rows: Rows, data: Path, config, workers: int, compile: bool, images: int) -> None:
-    """Thesis path vs fast path (cache + device augmentation + channels_last), then the fast
-    path with compile. The thesis's path has nothing to amortise: one epoch, worker start-up
-    included; the fast ones are timed on their second epoch (the first builds the cache)."""
+    """The thesis's path vs fast paths (cache + device augmentation, with or without
+    channels_last, cache_on_device and compile), most telling first. The thesis's path has
+    nothing to amortise: one epoch, worker start-up included; the fast ones are timed on their
+    second epoch (the first builds the cache, copies it to the device, compiles)."""
     unit = f"s/epoch ({images} img)"
-    thesis = epoch_seconds(data, config, workers, fast=False, compile=False, epochs=1)
-    fast = epoch_seconds(data, config, workers, fast=True, compile=False, epochs=2)
-    rows.add(f"epoch/fast vs thesis ({workers} workers)", thesis, fast, unit, False)
-    fast2 = epoch_seconds(data, config, 2, fast=True, compile=False, epochs=2)
-    rows.add(f"epoch/fast, 2 workers vs {workers} workers", fast, fast2, unit, False)
-    thesis2 = epoch_seconds(data, config, 2, fast=False, compile=False, epochs=1)
-    rows.add("epoch/fast vs thesis (2 workers)", thesis2, fast2, unit, False)
+
+    def row(name: str, baseline: float, epochs: int = 2, workers: int = workers, **options):
+        try:
+            value = epoch_seconds(data, config, workers, epochs, **options)
+        except Exception as err:  # e.g. CUDA graphs refusing the step: the other rows go on
+            print(f"epoch/{name}: failed ({type(err).__name__}: {err})", flush=True)
+            return None
+        rows.add(f"epoch/{name}", baseline, value, unit, False)
+        return value
+
+    thesis = epoch_seconds(data, config, workers, 1)
+    fast = row(f"fast vs thesis ({workers} workers)", thesis, **FAST, channels_last=True)
+    row(f"fast without channels_last vs thesis ({workers} workers)", thesis, **FAST)
+    gathered = {**FAST, "cache_on_device": True}
+    row("fast + cache_on_device (no workers) vs thesis", thesis, **gathered)
     if compile:
-        compiled = epoch_seconds(data, config, workers, fast=True, compile=True, epochs=2)
-        rows.add(f"epoch/fast+compile vs thesis ({workers} workers)", thesis, compiled, unit, False)
+        row(
+            "fast + cache_on_device + compile reduce-overhead vs thesis",
+            thesis,
+            **gathered,
+            compile_mode="reduce-overhead",
+        )
+    if fast is not None:
+        fast2 = row(
+            f"fast, 2 workers vs {workers} workers", fast, workers=2, **FAST, channels_last=True
+        )
+        if fast2 is not None:
+            thesis2 = epoch_seconds(data, config, 2, 1)
+            rows.add("epoch/fast vs thesis (2 workers)", thesis2, fast2, unit, False)
+    if compile:
+        row(
+            f"fast+compile vs thesis ({workers} workers)",
+            thesis,
+            **FAST,
+            channels_last=True,
+            compile_mode="default",
+        )
 
 
 # ---- main -----------------------------------------------------------------------------------------
@@ -330,7 +406,7 @@ def main() -> None:
     device = torch.device("cuda" if cuda else "cpu")
     name = torch.cuda.get_device_name(0) if cuda else f"CPU ({available_cpus()} cores)"
     print(f"device: {name}; torch {torch.__version__}", flush=True)
-    print(f"{'name':<44} {'baseline':>12} {'value':>12} {'ratio':>8}  unit", flush=True)
+    print(f"{'name':<62} {'baseline':>12} {'value':>12} {'ratio':>8}  unit", flush=True)
     rows = Rows(args.json, name)
     workers = args.workers or max(2, available_cpus() - 2)
     # No key of the config is changed except the data path: the thesis's best run.
@@ -349,7 +425,12 @@ def main() -> None:
                 if cuda:
                     bench_step(rows, device, 64, 10 if args.quick else 40, compile)
                 cpu_batch, cpu_steps = (2, 1) if args.quick else (64, 3)
-                bench_step(rows, torch.device("cpu"), cpu_batch, cpu_steps, compile and not cuda)
+                # --quick leaves out bf16 on the CPU: its first steps alone take minutes on 2
+                # cores, and bf16 autocast is a GPU setting
+                cpu_compile = compile and not cuda
+                bench_step(
+                    rows, torch.device("cpu"), cpu_batch, cpu_steps, cpu_compile, not args.quick
+                )
             elif section == "epoch" and (cuda or args.epoch_on_cpu):
                 train, valid = (args.epoch_train, args.epoch_valid)
                 if args.quick:

@@ -63,6 +63,7 @@ def load_config(
         raise UserError(
             f"config file '{path}' not found (or not a file). Pass an existing YAML file with -c PATH."
         )
+    check_size(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -217,6 +218,25 @@ def _format_errors(
 
 
 # ---- bounded values ----------------------------------------------------------------
+# A config is a few KB (the template about 6); anything this large is the wrong file or made to
+# exhaust the parser, and is refused before a byte of it is read.
+MAX_CONFIG_BYTES = 1_000_000
+
+
+def check_size(path: Path) -> None:
+    """A UserError when the config file is larger than ``MAX_CONFIG_BYTES``."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # reading it reports the problem
+    if size > MAX_CONFIG_BYTES:
+        raise UserError(
+            f"config file '{path}' is {size / 1e6:,.1f} MB; a config is a few KB and at most "
+            f"{MAX_CONFIG_BYTES / 1e6:.0f} MB is read. Check that -c names the config file (not "
+            "a data, log or checkpoint file), or start again from config_template.yml."
+        )
+
+
 # YAML aliases let a few hundred bytes stand for billions of values ("billion laughs"); the
 # loader shares them, but validating or showing them would walk every copy.
 MAX_VALUES = 100_000

@@ -153,6 +153,10 @@ class Config(BaseModel):
     init_from: str | None = None  # a .ckpt written by train.py; its weights start the run
     freeze_epochs: int = Field(0, ge=0)  # epochs that train only the classifier head
 
+    # Early stopping: epochs without a lower valid_loss before a run stops. None: 15, or 3x
+    # lr_scheduler_params.patience with ReduceLROnPlateau. Raise it to resume an early-stopped run.
+    early_stop_patience: int | None = Field(None, gt=0)
+
     # Speed (see datasets/cache.py, datasets/device_augment.py, workflows/speed.py)
     cache_images: bool = False  # resized pixels cached per split beside the prepared data
     augment_on: Literal["cpu", "device"] = "cpu"  # where augmentations and Normalize run
@@ -300,7 +304,10 @@ class Config(BaseModel):
         ]
 
     def early_stopping_patience(self) -> int:
-        """15 epochs; with ReduceLROnPlateau and its ``patience`` set, 3x that patience."""
+        """``early_stop_patience`` when set; else 15 epochs, or with ReduceLROnPlateau and its
+        ``patience`` set, 3x that patience."""
+        if self.early_stop_patience is not None:
+            return self.early_stop_patience
         patience = (self.lr_scheduler_params or {}).get("patience")
         if self.lr_scheduler == "ReduceLROnPlateau" and patience is not None:
             return 3 * int(patience)

@@ -84,9 +84,10 @@ class DeviceImages:
     def gather(self, indices: torch.Tensor) -> torch.Tensor:
         """The images of ``indices`` (a 1-D integer tensor), on ``indices.device``."""
         if indices.device.type == "cpu":
-            # Fancy indexing reads just these rows of the mapped file, into a new array.
+            # Fancy indexing reads just these rows of the mapped file, into a new array; numpy
+            # reorders uint8 to (B, C, H, W) several times faster than torch on the CPU.
             rows = self.cache.array[indices.numpy()]
-            return torch.from_numpy(np.ascontiguousarray(rows)).permute(0, 3, 1, 2).contiguous()
+            return torch.from_numpy(np.ascontiguousarray(rows.transpose(0, 3, 1, 2)))
         copy = self._copies.get(indices.device)
         if copy is None:
             copy = self._copies[indices.device] = self.copy_to(indices.device)

@@ -136,7 +136,10 @@ class StanfordCarsDataModule(pl.LightningDataModule):
             images = self.cache_on_device.gather("train" if train else "test", images)
         return self.finish_batch(images, train), labels
 
+    # ---- cache_on_device: batches gathered from the cache on the device ----
     def _gathers_on_device(self) -> bool:
+        if self.cache_on_device.setting is False:
+            return False
         caches = {
             dataset.split: dataset.cache
             for dataset in (self.train_dataset, self.valid_dataset)

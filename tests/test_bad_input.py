@@ -54,6 +54,13 @@ def _missing_image(data: Path) -> None:
     next((data / "train").iterdir()).unlink()
 
 
+def _fifty_mb_config(config: Path) -> None:
+    """The template followed by 50 MB (a sparse file: no disk used, nothing to parse)."""
+    config.write_text((ROOT / "config_template.yml").read_text())
+    with config.open("r+b") as handle:
+        handle.truncate(50_000_000)
+
+
 def _first_class(data: Path) -> str:
     return (data / "train_labels.csv").read_text().splitlines()[1].split(",")[1]
 
@@ -70,6 +77,7 @@ CONFIG_CASES = [
         [],
         "aliases",
     ),
+    ("config-50-mb", _fifty_mb_config, [], "50.0 MB; a config is a few KB"),
     ("not-a-mapping", "- batch_size\n- 4\n", [], "mapping"),
     ("python-tag", f"seed: !!python/object/apply:os.system ['touch {MARKER}']\n", [], "YAML"),
     ("unknown-key", None, ["num_epoch=3"], "num_epochs"),
@@ -168,7 +176,10 @@ def test_bad_config_input(tmp_path, prepared_data, monkeypatch, capsys, text, ov
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a_file").write_text("not a folder")
     config = tmp_path / "config.yml"
-    config.write_text(text if text is not None else (ROOT / "config_template.yml").read_text())
+    if callable(text):
+        text(config)
+    else:
+        config.write_text(text if text is not None else (ROOT / "config_template.yml").read_text())
     argv = ["-c", str(config), "-d", str(prepared_data), "--no-progress"]
     for item in [*TINY, f"output_path={tmp_path / 'output'}", *overrides]:
         argv += ["--set", item]

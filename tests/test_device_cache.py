@@ -10,6 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from pytorch_lightning.trainer.states import RunningStage
+from pytorch_lightning.utilities.data import _update_dataloader
+from torch.utils.data import DistributedSampler
 
 from configuration import TEMPLATE_PATH, load_config
 from datasets.device_cache import DeviceImages, IndexDataset, fits_on_device, use_cache_on_device
@@ -61,15 +64,45 @@ def test_gathered_batches_equal_the_loader_workers_batches(data, split):
     assert gathered.cache_on_device.active and not workers.cache_on_device.active
     worker_batches, index_batches = _batches(worker_loader, 3), _batches(index_loader, 3)
     assert len(worker_batches) == len(index_batches) > 1
+    for module in (workers, gathered):  # what the hook reads of a trainer
+        module.trainer = SimpleNamespace(training=split == "train")
     for (images, labels), (indices, index_labels) in zip(worker_batches, index_batches):
         gathered_images = gathered.cache_on_device.gather(split, indices)
         assert gathered_images.dtype == torch.uint8 and gathered_images.is_contiguous()
         assert torch.equal(gathered_images, images)
         assert torch.equal(index_labels, labels)
-        # the hook (validation without a trainer) finishes both alike
+        # the hook finishes both alike (the same augmentations for the same seed)
+        torch.manual_seed(5)
         finished, hook_labels = gathered.on_after_batch_transfer((indices, index_labels), 0)
+        torch.manual_seed(5)
         expected, _ = workers.on_after_batch_transfer((images, labels), 0)
         assert torch.equal(finished, expected) and torch.equal(hook_labels, labels)
+
+
+def test_under_ddp_each_process_gathers_the_images_its_sampler_picks(data):
+    # Rank 1 of 2: Lightning re-creates the training loader with its DistributedSampler (as
+    # it does under DDP), validation takes the data module's own sampler; both index loaders
+    # are plain DataLoaders over a dataset as long as the split.
+    workers, gathered = _module(data, False, batch_size=2), _module(data, True, batch_size=2)
+    cpu = SimpleNamespace(root_device=torch.device("cpu"))
+    for module in (workers, gathered):
+        module.trainer = SimpleNamespace(strategy=cpu, world_size=2, global_rank=1, training=False)
+    for split in ("train", "test"):
+        if split == "train":
+            loaders = []
+            for module in (workers, gathered):
+                loader = module.train_dataloader()
+                sampler = DistributedSampler(loader.dataset, 2, 1, shuffle=True, seed=0)
+                loaders.append(_update_dataloader(loader, sampler, mode=RunningStage.TRAINING))
+        else:
+            loaders = [workers.val_dataloader(), gathered.val_dataloader()]
+        worker_batches, index_batches = list(loaders[0]), list(loaders[1])
+        assert len(worker_batches) == len(index_batches) > 1
+        size = len(gathered.annotations[split])
+        assert 0 < sum(len(labels) for _, labels in index_batches) <= (size + 1) // 2  # its half
+        for (images, labels), (indices, index_labels) in zip(worker_batches, index_batches):
+            assert torch.equal(gathered.cache_on_device.gather(split, indices), images)
+            assert torch.equal(index_labels, labels)
 
 
 def test_device_copy_holds_the_cache_in_batch_layout(data):
@@ -133,7 +166,7 @@ def test_build_datamodule_passes_the_setting(fast_config, data):
     assert plain.cache_on_device.setting is True
 
 
-def test_run_with_the_cache_on_device_equals_the_workers_run(fast_config, data):
+def test_run_with_the_cache_on_device_equals_the_workers_run(fast_config, data, monkeypatch):
     # Same seed: the same shuffles and augmentations, so the same metrics epoch by epoch.
     common = (
         "image_size=[32,32]",
@@ -143,12 +176,23 @@ def test_run_with_the_cache_on_device_equals_the_workers_run(fast_config, data):
         "augment_on=device",
         "augment_tensors=true",
     )
-    rows = {}
+    gathered = []
+    gather = DeviceImages.gather
+    monkeypatch.setattr(
+        DeviceImages,
+        "gather",
+        lambda self, indices: gathered.append(len(indices)) or gather(self, indices),
+    )
+    rows, images = {}, {}
     for setting in ("false", "true"):
         result = run_training(
             fast_config(*common, f"cache_on_device={setting}", data_path=data),
             progress_bar=False,
         )
         rows[setting] = read_metric_rows(result.metrics_csv)
+        images[setting] = sum(gathered)
+    assert images["false"] == 0
+    split_sizes = [len(a) for a in StanfordCarsDataModule(data).annotations.values()]
+    assert images["true"] >= 2 * sum(split_sizes)  # every image of both epochs was gathered
     assert len(rows["true"]) == 2
     assert rows["true"] == rows["false"]

@@ -22,7 +22,7 @@ from models.checkpoint import read_checkpoint
 from utils.errors import UserError
 from workflows import callbacks
 from workflows.checkpoint_io import AtomicCheckpointIO, leftover_partials
-from workflows.resume import load_resume_config, resume_point
+from workflows.resume import ResumePoint, _check_early_stop, load_resume_config, resume_point
 from workflows.run_folder import RunFolder
 from workflows.training import run_training
 
@@ -402,3 +402,43 @@ def test_train_cli_help_documents_resume(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--help"])
     assert "--resume" in capsys.readouterr().out
+
+
+# ---- resuming an early-stopped run -------------------------------------------------------------
+def test_an_early_stopped_run_resumes_only_with_more_patience(fast_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # lr 0 cannot lower valid_loss: best at epoch 0, then stopped after epoch 1 (patience 1)
+    config = fast_config(
+        *TINY, "num_epochs=8", "optimizer_params={lr: 0.0}", "early_stop_patience=1"
+    )
+    first = run_training(config, progress_bar=False)
+    assert first.summary["early_stopped"] is True and epochs_in(first.metrics_csv) == [0, 1]
+
+    config, point = load_resume_config(str(first.run_dir), None, [], None)
+    with pytest.raises(UserError, match=r"stopped early after epoch 1.*early_stop_patience=11"):
+        run_training(config, progress_bar=False, resume=point)
+    assert epochs_in(first.metrics_csv) == [0, 1]
+
+    # the configured patience wins over the checkpoint's: two more epochs without improvement
+    config, point = load_resume_config(str(first.run_dir), None, ["early_stop_patience=3"], None)
+    resumed = run_training(config, progress_bar=False, resume=point)
+    assert epochs_in(first.metrics_csv) == [0, 1, 2, 3]
+    assert resumed.summary["early_stopped"] is True and resumed.summary["epochs_run"] == 4
+    state = resume_point(first.run_dir, first.run_dir.parent).early_stopping
+    assert state["patience"] == 3 and state["stopped_epoch"] == 3
+
+
+def test_a_checkpoint_that_records_the_stop_only_in_the_summary_is_refused_too(tmp_path):
+    """Checkpoints written before early stopping decided at validation end hold the state of the
+    epoch before the stop; the run's summary.json says it stopped."""
+    run = RunFolder(tmp_path)
+    run.write_summary({"early_stopped": True, "epochs_run": 6})
+    state = {"stopped_epoch": 0, "wait_count": 2, "patience": 3}
+    point = ResumePoint(run=run, checkpoint=run.last_checkpoint, meta=None, epoch=5)
+    point.early_stopping = state
+    config = load_config(TEMPLATE_PATH, ["early_stop_patience=3"])
+    with pytest.raises(UserError, match="stopped early after epoch 5.*early_stop_patience=13"):
+        _check_early_stop(point, config)
+    _check_early_stop(point, load_config(TEMPLATE_PATH, ["early_stop_patience=4"]))
+    point.epoch = 4  # an earlier checkpoint (best.ckpt) of that run: not the stop
+    _check_early_stop(point, config)

@@ -9,6 +9,8 @@ import shutil
 import pytest
 import torch
 
+from configuration import TEMPLATE_PATH, load_config
+from utils.errors import UserError
 from workflows import speed
 from workflows.speed import prepare_network
 from workflows.training import run_training
@@ -59,3 +61,39 @@ def test_compiled_network_keeps_its_state_dict_keys():
     prepared = prepare_network(net, channels_last=True, compile=True)
     assert list(prepared.state_dict()) == keys
     assert prepared[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+# ---- compile_mode ----------------------------------------------------------------------------
+def _record_compile(monkeypatch) -> list[dict]:
+    """torch.compile replaced by a recorder of its arguments (nothing is compiled)."""
+    calls = []
+
+    def record(fn, **kwargs):
+        calls.append(kwargs)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", record)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead", "max-autotune"])
+def test_compile_mode_reaches_torch_compile(monkeypatch, mode):
+    calls = _record_compile(monkeypatch)
+    prepare_network(torch.nn.Linear(2, 2), compile=True, mode=mode)
+    assert calls == [{"backend": speed.COMPILE_BACKEND, "mode": mode}]
+
+
+def test_configured_compile_mode_reaches_torch_compile(fast_config, monkeypatch):
+    calls = _record_compile(monkeypatch)
+    _completes(fast_config(*QUIET, "compile=true", "compile_mode=reduce-overhead"))
+    assert [call["mode"] for call in calls] == ["reduce-overhead"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [("compile=true", "compile_mode=fastest"), ("compile_mode=reduce-overhead",)],
+    ids=["unknown mode", "mode without compile"],
+)
+def test_bad_compile_mode_is_a_config_error(tmp_path, overrides):
+    with pytest.raises(UserError, match="compile_mode"):
+        load_config(TEMPLATE_PATH, list(overrides), data_path=str(tmp_path))

@@ -5,6 +5,7 @@ Neptune token is written nowhere."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -22,9 +23,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from configuration import TEMPLATE_PATH, load_config
 from workflows import tracking
+from workflows.checkpoint_io import AtomicCheckpointIO
+from workflows.resume import load_resume_config
 from workflows.run_folder import RunFolder
+from workflows.tracker_resume import public_uri
 from workflows.tracking import (
     MlflowTracker,
+    NeptuneTracker,
     Tracker,
     finish_trackers,
     mlflow_uri,
@@ -280,3 +285,193 @@ def test_a_run_is_logged_to_an_mlflow_server_over_http(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+# ---- resume: a resumed run goes on in the same tracker runs ------------------------------------
+def _resume(run_dir: Path, *overrides: str):
+    config, point = load_resume_config(str(run_dir), None, list(overrides), None)
+    return run_training(config, progress_bar=False, resume=point)
+
+
+def _neptune_segments(run_dir: Path) -> list[dict]:
+    """Each offline Neptune run in the run folder (oldest first): its fields, and each series'
+    steps (its values where no step was given)."""
+    segments = []
+    for folder in (run_dir / tracking.NEPTUNE_DIR / "offline").iterdir():
+        created = json.loads((folder / "metadata.json").read_text())["createdAt"]
+        fields, series = {}, {}
+        for log_file in folder.rglob("data-*.log"):
+            for line in log_file.read_text(encoding="utf-8").splitlines():
+                op = json.loads(line)["obj"]
+                key = "/".join(op.get("path", []))
+                if op.get("type") == "LogFloats":
+                    series.setdefault(key, []).extend(
+                        int(v["value"] if v.get("step") is None else v["step"])
+                        for v in op["values"]
+                    )
+                elif "value" in op:
+                    fields[key] = op["value"]
+        segments.append((created, fields, series))
+    return [{"fields": f, "series": s} for _, f, s in sorted(segments, key=lambda x: x[0])]
+
+
+def _tensorboard_steps(run_dir: Path, key: str) -> list[int]:
+    events = EventAccumulator(str(run_dir / tracking.TENSORBOARD_DIR))
+    events.Reload()
+    return [e.step for e in events.Scalars(key)]
+
+
+def test_a_resumed_run_goes_on_in_the_same_tracker_runs(fast_config, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    config = fast_config(
+        "image_size=[48,48]", "log_to_mlflow=true", "log_to_tensorboard=true", "log_to_neptune=true"
+    )
+    first = run_training(config, progress_bar=False)  # epochs 0 and 1 of num_epochs 2
+    stored = json.loads(first.run.trackers_json.read_text())
+    assert set(stored) == {"mlflow", "neptune"}
+    caplog.set_level(logging.WARNING)
+    resumed = _resume(first.run_dir, "num_epochs=3")
+    assert resumed.run_dir == first.run_dir and resumed.summary["epochs_run"] == 3
+
+    client = MlflowClient(mlflow_uri(config))
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("cars").experiment_id])
+    assert mlrun.info.run_id == stored["mlflow"]["run_id"] and mlrun.info.status == "FINISHED"
+    for key in METRICS:
+        steps = [m.step for m in client.get_metric_history(mlrun.info.run_id, key)]
+        assert sorted(steps) == [0, 1, 2], key
+    # MLflow keeps a parameter's first value: the change is a tag
+    assert mlrun.data.params["max_num_epochs"] == "2"
+    assert mlrun.data.tags["resumed.max_num_epochs"] == "3"
+    assert mlrun.data.tags["resumed_at_epoch"] == "2"
+    assert mlrun.data.metrics["epochs_run"] == 3
+
+    for key in METRICS:
+        assert _tensorboard_steps(first.run_dir, key) == [0, 1, 2], key
+    assert len(list((first.run_dir / tracking.TENSORBOARD_DIR).glob("events.out.*"))) == 2
+
+    # Neptune offline: the resumed segment is a second offline run, linked to the first
+    before, after = _neptune_segments(first.run_dir)
+    assert sorted(before["series"]["valid_loss"]) == [0, 1]
+    assert after["series"]["valid_loss"] == [2] and after["series"]["resumed_at_epoch"] == [2]
+    assert after["fields"]["custom_run_id"] == before["fields"]["custom_run_id"]
+    assert after["fields"]["sys/name"] == first.run.name
+    assert after["fields"]["parameters/max_num_epochs"] == 3
+    assert stored["neptune"]["custom_run_id"] == before["fields"]["custom_run_id"]
+    assert not [
+        r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("workflows")
+    ]
+
+
+def test_tensorboard_hides_what_the_interrupted_process_logged_after_its_checkpoint(
+    fast_config, tmp_path, monkeypatch
+):
+    """Killed after logging epoch 2 but before its last.ckpt: the resumed epoch 2 replaces it."""
+    real_save = AtomicCheckpointIO.save_checkpoint
+
+    def no_last_checkpoint_of_epoch_2(self, checkpoint, path, storage_options=None):
+        if not (checkpoint["epoch"] == 2 and Path(path).name == "last.ckpt"):
+            real_save(self, checkpoint, path, storage_options)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", no_last_checkpoint_of_epoch_2)
+    config = fast_config("image_size=[48,48]", "num_epochs=3", "log_to_tensorboard=true")
+    first = run_training(config, progress_bar=False)
+    assert _tensorboard_steps(first.run_dir, "valid_loss") == [0, 1, 2]
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    _resume(first.run_dir, "num_epochs=4")
+    events = EventAccumulator(str(first.run_dir / tracking.TENSORBOARD_DIR))
+    events.Reload()
+    logged = {e.step: e.value for e in events.Scalars("valid_loss")}
+    assert sorted(logged) == [0, 1, 2, 3] and len(events.Scalars("valid_loss")) == 4
+    with first.run.metrics_csv.open() as handle:
+        rows = {int(r["epoch"]): float(r["valid_loss"]) for r in csv.DictReader(handle)}
+    assert logged == pytest.approx(rows)  # epoch 2 as the resumed run trained it
+
+
+def test_a_deleted_mlflow_run_gets_a_new_one_and_one_warning(
+    fast_config, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.chdir(tmp_path)
+    config = fast_config("image_size=[48,48]", "num_epochs=1", "log_to_mlflow=true")
+    first = run_training(config, progress_bar=False)
+    client = MlflowClient(mlflow_uri(config))
+    old_id = json.loads(first.run.trackers_json.read_text())["mlflow"]["run_id"]
+    client.delete_run(old_id)
+    caplog.set_level(logging.WARNING)
+    _resume(first.run_dir, "num_epochs=2")
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith("workflows")
+    ]
+    assert len(warnings) == 1 and old_id in warnings[0] and "new MLflow run" in warnings[0]
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("cars").experiment_id])
+    assert mlrun.info.run_id != old_id and mlrun.info.status == "FINISHED"
+    assert mlrun.data.params["max_num_epochs"] == "2"
+    assert [m.step for m in client.get_metric_history(mlrun.info.run_id, "valid_loss")] == [1]
+    assert json.loads(first.run.trackers_json.read_text())["mlflow"]["run_id"] == mlrun.info.run_id
+
+
+class _FakeNeptuneRun:
+    def __init__(self):
+        self.fields: dict = {}
+
+    def __setitem__(self, key, value):
+        self.fields[key] = value
+
+    def __getitem__(self, key):
+        run = self
+
+        class Field:
+            def append(self, value, step=None):
+                run.fields.setdefault(key, []).append(value)
+
+            def fetch(self):
+                return "CARS-7" if key == "sys/id" else run.fields[key]
+
+        return Field()
+
+    def stop(self, seconds=None):
+        pass
+
+
+def test_neptune_online_continues_the_stored_run(tmp_path, monkeypatch):
+    """Online modes need a Neptune server: the client's init_run is replaced by a recorder."""
+    calls, runs = [], []
+
+    def init_run(**kwargs):
+        calls.append(kwargs)
+        runs.append(_FakeNeptuneRun())
+        return runs[-1]
+
+    monkeypatch.setattr("neptune.init_run", init_run)
+    config = load_config(
+        TEMPLATE_PATH,
+        [
+            "log_to_neptune=true",
+            "neptune_mode=async",
+            "neptune_username=me",
+            "neptune_project_name=cars",
+            f"neptune_api_token={CONFIG_TOKEN}",
+        ],
+    )
+    run = RunFolder(tmp_path)
+    NeptuneTracker(config).begin(run, {"max_num_epochs": 2}, [], "").finish(None, None, "KILLED")
+    first_id = calls[0]["custom_run_id"]
+    assert "with_id" not in calls[0] and len(first_id) <= 36
+    assert json.loads(run.trackers_json.read_text())["neptune"] == {
+        "mode": "async",
+        "custom_run_id": first_id,
+        "sys_id": "CARS-7",
+    }
+    NeptuneTracker(config).begin(run, {"max_num_epochs": 3}, [], "", resume_at=2)
+    assert calls[1]["with_id"] == "CARS-7" and "custom_run_id" not in calls[1]
+    assert runs[1].fields["resumed_at_epoch"] == [2]
+    assert runs[1].fields["custom_run_id"] == first_id
+    assert CONFIG_TOKEN not in run.trackers_json.read_text()
+
+
+def test_the_stored_tracking_uri_holds_no_password():
+    assert public_uri("http://me:s3cret@host:5000/x") == "http://host:5000/x"
+    assert public_uri("sqlite:////data/out/mlflow.db") == "sqlite:////data/out/mlflow.db"

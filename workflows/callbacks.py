@@ -10,6 +10,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
@@ -95,8 +96,40 @@ def checkpoint_callbacks(checkpoints: Path) -> list[ModelCheckpoint]:
     return [best, last]
 
 
+# ---- early stopping, and resuming a run it stopped ---------------------------------
+EARLY_STOPPING_MONITOR = {"monitor": "valid_loss", "mode": "min"}
+# Where a checkpoint keeps the early-stopping state (Lightning's key for its EarlyStopping).
+EARLY_STOPPING_STATE_KEY = f"EarlyStopping{EARLY_STOPPING_MONITOR!r}"
+
+
+class ConfiguredEarlyStopping(EarlyStopping):
+    """Lightning's early stopping, but a resumed run keeps the configured patience (Lightning's
+    takes the checkpoint's) and counts only a stop of its own; it decides at the end of
+    validation, before the epoch's checkpoints are written, so they record a stop."""
+
+    def __init__(self, patience: int) -> None:
+        super().__init__(
+            **EARLY_STOPPING_MONITOR,
+            min_delta=0.0,
+            patience=patience,
+            check_on_train_epoch_end=False,
+        )
+
+    @property
+    def state_key(self) -> str:
+        return EARLY_STOPPING_STATE_KEY  # checkpoints of plain EarlyStopping load as well
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        patience = self.patience
+        super().load_state_dict(state_dict)
+        self.patience = patience
+        self.stopped_epoch = 0
+        self.stopping_reason = EarlyStoppingReason.NOT_STOPPED
+        self.stopping_reason_message = None
+
+
 def early_stopping(patience: int) -> EarlyStopping:
-    return EarlyStopping(monitor="valid_loss", mode="min", min_delta=0.0, patience=patience)
+    return ConfiguredEarlyStopping(patience)
 
 
 def make_trainer(

@@ -3,6 +3,7 @@ with, and the settings that may not change because the checkpoint's weights depe
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from configuration.loading import DEFAULT_CONFIG
 from configuration.schema import SECRET_KEYS
 from models.checkpoint import META_KEY, CheckpointMeta, read_checkpoint
 from utils.errors import UserError
+from workflows.callbacks import EARLY_STOPPING_STATE_KEY
 from workflows.run_folder import RunFolder
 
 # Preprocessing entries of a checkpoint, by the config key that sets them.
@@ -36,6 +38,7 @@ class ResumePoint:
     checkpoint: Path
     meta: CheckpointMeta
     epoch: int  # the last epoch the checkpoint finished
+    early_stopping: dict[str, Any] | None = None  # the checkpoint's early-stopping state
 
     @property
     def next_epoch(self) -> int:
@@ -61,7 +64,14 @@ def resume_point(spec: str | Path, output_path: str | Path) -> ResumePoint:
             f"checkpoint '{checkpoint}' has an unreadable '{META_KEY}' section ({err}). Resume "
             "from a checkpoint written by train.py."
         ) from None
-    return ResumePoint(run=run, checkpoint=Path(checkpoint), meta=meta, epoch=epoch)
+    stopper = (ckpt.get("callbacks") or {}).get(EARLY_STOPPING_STATE_KEY)
+    return ResumePoint(
+        run=run,
+        checkpoint=Path(checkpoint),
+        meta=meta,
+        epoch=epoch,
+        early_stopping=stopper if isinstance(stopper, dict) else None,
+    )
 
 
 def load_resume_config(
@@ -132,6 +142,49 @@ def check_resumable(
             f"num_epochs is {config.num_epochs}: nothing is left to train. To train longer, "
             f"raise it, e.g. --set num_epochs={point.next_epoch + 10}."
         )
+    _check_early_stop(point, config)
+
+
+# ---- resuming an early-stopped run ---------------------------------------------------
+def _check_early_stop(point: ResumePoint, config: Config) -> None:
+    """Refuse to resume a run that early stopping ended unless the patience is now higher:
+    with the same patience it would stop again after the next epoch without improvement."""
+    state = point.early_stopping or {}
+    stopped_at = _early_stop_epoch(point, state)
+    before = state.get("patience")
+    if stopped_at is None or not isinstance(before, int):
+        return
+    patience = config.early_stopping_patience()
+    if patience > before:
+        return
+    raise UserError(
+        f"run '{point.run.name}' was stopped early after epoch {stopped_at}: valid_loss had not "
+        f"improved for {before} epoch(s), its early-stopping patience, and with patience "
+        f"{patience} it would stop again after one more such epoch. To train on, raise the "
+        f"patience above {before}, e.g. --set early_stop_patience={before + 10} (without it, "
+        "the patience is 15, or 3x lr_scheduler_params.patience with ReduceLROnPlateau), and "
+        "num_epochs if needed."
+    )
+
+
+def _early_stop_epoch(point: ResumePoint, state: dict[str, Any]) -> int | None:
+    """The epoch early stopping ended the run at, None if it did not: from the checkpoint's
+    state, else (checkpoints that record the stop only in the run's summary) from
+    ``summary.json`` when the checkpoint is the run's last epoch."""
+    stopped = state.get("stopped_epoch")
+    if isinstance(stopped, int) and stopped > 0:
+        return stopped
+    try:
+        summary = json.loads(point.run.summary_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (
+        isinstance(summary, dict)
+        and summary.get("early_stopped") is True
+        and summary.get("epochs_run") == point.next_epoch
+    ):
+        return point.epoch
+    return None
 
 
 def _plain(value: Any) -> Any:

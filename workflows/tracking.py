@@ -5,7 +5,8 @@ directly; ``offline`` keeps the run in the run folder's ``.neptune/`` for ``nept
 Every tracker gets the run's name, the thesis's parameters (``thesis_params``), its tags and
 description, the four metrics and ``lr`` once per epoch with the epoch as step, and the summary
 at the end. A tracker that fails or does not answer in time warns once, naming the fix, and is
-off for the rest of the run: trackers never stop or stall training.
+off for the rest of the run: trackers never stop or stall training. A resumed run goes on in
+the tracker runs it logged to before (``workflows.tracker_resume``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ from configuration import Config
 from utils.hardware import is_first_process
 from workflows.comparison import load_run, plot_learning_curves
 from workflows.run_folder import RunFolder
+from workflows.tracker_resume import (
+    MLFLOW,
+    NEPTUNE,
+    continue_mlflow_run,
+    mlflow_identity,
+    mlflow_run_to_continue,
+    neptune_run_kwargs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +138,7 @@ class Tracker(Logger):
         self.closed = False
         self._secrets = tuple(s for s in secrets if s)
         self._status = "FINISHED"
+        self.resume_at: int | None = None  # resume: the first epoch this process trains
 
     # ---- what subclasses implement ---------------------------------------------------------
     def _begin(self, run: RunFolder, params: dict[str, Any], tags: list[str], description: str):
@@ -170,7 +180,17 @@ class Tracker(Logger):
             self._status = "FAILED"
 
     # ---- the run's start and end -----------------------------------------------------------
-    def begin(self, run: RunFolder, params: dict[str, Any], tags: list[str], description: str):
+    def begin(
+        self,
+        run: RunFolder,
+        params: dict[str, Any],
+        tags: list[str],
+        description: str,
+        resume_at: int | None = None,
+    ):
+        """Open the tracker's run; with ``resume_at`` (the first epoch trained now) go on in
+        the run this run folder logged to before (``workflows.tracker_resume``)."""
+        self.resume_at = resume_at
         self.call("starting", lambda: self._begin(run, params, tags, description), START_TIMEOUT_S)
         return self
 
@@ -252,6 +272,12 @@ class MlflowTracker(Tracker):
         run_tags["tags"] = ", ".join(tags)
         if description:
             run_tags["mlflow.note.content"] = description  # shown as the run's description
+        # ---- resume: the MLflow run of trackers.json, when it can go on
+        continued = None
+        if self.resume_at is not None:
+            client = importlib.import_module("mlflow.tracking").MlflowClient(self.uri)
+            stored = run.read_trackers().get(MLFLOW)
+            continued = mlflow_run_to_continue(stored, self.uri, client.get_run)
         self.inner = MLFlowLogger(
             experiment_name=self.experiment_name,
             run_name=run.name,
@@ -259,6 +285,7 @@ class MlflowTracker(Tracker):
             tags=run_tags,
             artifact_location=self.artifact_location,
             synchronous=True,
+            run_id=continued,
         )
         for attempt in range(3):
             try:
@@ -269,7 +296,20 @@ class MlflowTracker(Tracker):
                 if attempt == 2 or not self.uri.startswith("sqlite:"):
                     raise
                 time.sleep(1 + attempt)
-        self.inner.log_hyperparams(as_text_params(params))
+        if continued is None:
+            self.inner.log_hyperparams(as_text_params(params))
+        else:
+            continue_mlflow_run(
+                self.inner.experiment,
+                continued,
+                as_text_params(params),
+                run_tags,
+                self.resume_at,
+                self.inner.log_hyperparams,
+            )
+        run.record_tracker(
+            MLFLOW, mlflow_identity(self.uri, self.inner.experiment_id, self.inner.run_id)
+        )
 
     def _log(self, values, epoch):
         self.inner.log_metrics(values, step=epoch)
@@ -302,14 +342,23 @@ class TensorBoardTracker(Tracker):
         self.inner: TensorBoardLogger | None = None
 
     def _begin(self, run, params, tags, description):
+        # resume: the same folder; the writer hides the values the interrupted process logged
+        # from the resumed epoch on (TensorBoard's purge_step), and the texts go at that step
+        resume = {} if self.resume_at is None else {"purge_step": self.resume_at}
         self.inner = TensorBoardLogger(
-            save_dir=str(run.path), name=TENSORBOARD_DIR, version="", default_hp_metric=False
+            save_dir=str(run.path),
+            name=TENSORBOARD_DIR,
+            version="",
+            default_hp_metric=False,
+            **resume,
         )
         writer = self.inner.experiment
-        writer.add_text("run", run.name)
-        writer.add_text("tags", ", ".join(tags) or "(none)")
+        writer.add_text("run", run.name, self.resume_at)
+        writer.add_text("tags", ", ".join(tags) or "(none)", self.resume_at)
         if description:
-            writer.add_text("description", description)
+            writer.add_text("description", description, self.resume_at)
+        if self.resume_at is not None:
+            writer.add_text("resumed", f"resumed at epoch {self.resume_at}", self.resume_at)
         self.inner.log_hyperparams(as_text_params(params))
 
     def _log(self, values, epoch):
@@ -350,6 +399,8 @@ class NeptuneTracker(Tracker):
         # Imported only when asked for: the client takes seconds to import.
         neptune = importlib.import_module("neptune")
         local = self.mode in ("offline", "debug")
+        stored = run.read_trackers().get(NEPTUNE) if self.resume_at is not None else None
+        same_run, custom_id = neptune_run_kwargs(stored, local, self.resume_at)
         previous = os.environ.get("NEPTUNE_DATA_DIRECTORY")
         os.environ["NEPTUNE_DATA_DIRECTORY"] = str(run.path / NEPTUNE_DIR)
         try:
@@ -366,6 +417,7 @@ class NeptuneTracker(Tracker):
                 capture_hardware_metrics=False,
                 capture_traceback=False,
                 git_ref=False,
+                **same_run,
             )
         finally:
             if previous is None:
@@ -373,6 +425,13 @@ class NeptuneTracker(Tracker):
             else:
                 os.environ["NEPTUNE_DATA_DIRECTORY"] = previous
         self.run["parameters"] = {k: _neptune_value(v) for k, v in params.items()}
+        self.run["custom_run_id"] = custom_id  # links the segments of an offline run
+        if self.resume_at is not None:
+            self.run["resumed_at_epoch"].append(self.resume_at)
+        identity = {"mode": self.mode, "custom_run_id": custom_id}
+        if not local:
+            identity["sys_id"] = self.run["sys/id"].fetch()
+        run.record_tracker(NEPTUNE, identity)
 
     def _log(self, values, epoch):
         for key, value in values.items():
@@ -401,15 +460,21 @@ def build_trackers(config: Config) -> list[Tracker]:
 
 
 def start_trackers(
-    trackers: list[Tracker], config: Config, run: RunFolder, num_params: int, runtime: str
+    trackers: list[Tracker],
+    config: Config,
+    run: RunFolder,
+    num_params: int,
+    runtime: str,
+    resume_at: int | None = None,
 ) -> None:
     """Open each tracker's run: name, the thesis's parameters, tags and description. One
-    that fails to start warns and stays off."""
+    that fails to start warns and stays off. ``resume_at``: the first epoch of a resumed run,
+    which goes on in the tracker runs it logged to before."""
     if not trackers:
         return
     params = thesis_params(config, num_params, runtime)
     for tracker in trackers:
-        tracker.begin(run, params, list(config.tags), config.description or "")
+        tracker.begin(run, params, list(config.tags), config.description or "", resume_at)
 
 
 def is_launcher() -> bool:

@@ -186,7 +186,14 @@ def run_training(
     # ---- interruptions and failures: a signal stops at once and keeps the
     # finished epochs; a failure a setting explains is a message naming it, not a traceback
     stopped_by: RunInterrupted | None = None
-    start_trackers(trackers, config, run, num_params, detect_runtime())
+    start_trackers(
+        trackers,
+        config,
+        run,
+        num_params,
+        detect_runtime(),
+        resume_at=resume.next_epoch if resume else None,  # resume: the same tracker runs
+    )
     try:
         with signals:
             trainer.fit(
