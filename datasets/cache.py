@@ -178,47 +178,23 @@ def open_or_build(
         # it and then read its cache.
         with FileLock(cache_dir / f".{split}-{key}.lock"):
             if not _read_valid(data_file, header_file, key, shape):
-                _build_cache(
-                    data_file,
-                    header_file,
-                    key,
-                    shape,
-                    image_dir,
-                    samples,
-                    preprocessing,
-                    workers,
-                    progress,
-                    split,
+                log.info(
+                    "building the %s image cache in %s (%d images)", split, cache_dir, len(samples)
                 )
+                header_file.unlink(missing_ok=True)  # no header: a build cut short is never read
+                tmp = cache_dir / f".{split}-{key}.u8.{os.getpid()}.tmp"
+                _build(tmp, shape, image_dir, samples, preprocessing, workers, progress, split)
+                os.replace(tmp, data_file)
+                header = {"key": key, "split": split, "shape": list(shape)}
+                header["bytes"] = int(np.prod(shape))
+                header["checksum"] = _header_checksum(header)
+                write_json_atomic(header_file, header)  # last: it makes the cache valid
     except OSError as err:
         raise UserError(
             f"the image cache could not be written to '{cache_dir}' ({err}). Free disk space "
             "or make the prepared data folder writable, or set cache_images: false."
         ) from None
     return ImageCache(data_file, shape)
-
-
-def _build_cache(
-    data_file: Path,
-    header_file: Path,
-    key: str,
-    shape: tuple,
-    image_dir: Path,
-    samples: Sequence[Annotation],
-    preprocessing: Preprocessing,
-    workers: int,
-    progress: bool,
-    split: str,
-) -> None:
-    cache_dir = data_file.parent
-    log.info("building the %s image cache in %s (%d images)", split, cache_dir, len(samples))
-    header_file.unlink(missing_ok=True)  # no header: a build cut short is never read
-    tmp = cache_dir / f".{split}-{key}.u8.{os.getpid()}.tmp"
-    _build(tmp, shape, image_dir, samples, preprocessing, workers, progress, split)
-    os.replace(tmp, data_file)
-    header = {"key": key, "split": split, "shape": list(shape), "bytes": int(np.prod(shape))}
-    header["checksum"] = _header_checksum(header)
-    write_json_atomic(header_file, header)
 
 
 def _build(

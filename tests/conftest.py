@@ -52,7 +52,7 @@ def fast_config(tmp_path, prepared_data):
                 "accelerator=cpu",
                 f"output_path={tmp_path / 'output'}",
                 f"logging_dir={tmp_path / 'logs'}",
-                "log_to_mlflow=false",  # trackers are tested in test_tracking.py (issue 8)
+                "log_to_mlflow=false",  # trackers are tested in test_tracking.py
                 *overrides,
             ],
             data_path=str(data_path or prepared_data),

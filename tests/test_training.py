@@ -195,7 +195,7 @@ def test_train_cli_trains_a_non_ghostnet_architecture(tmp_path, prepared_data):
         ]
     )
     assert code == 0
-    # beside the run: the default MLflow store (mlflow.db, mlartifacts/), issue 8
+    # beside the run: the default MLflow store (mlflow.db, mlartifacts/)
     (run,) = (tmp_path / "output").glob("*_*[0-9]")
     assert run.name.startswith("shuff_v2_x05_")
     net, meta = load_network(run / "checkpoints" / "best.ckpt")
