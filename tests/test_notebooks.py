@@ -113,6 +113,22 @@ def test_colab_notebook_runs_locally(tmp_path, kernel, prepared_data):
     run, summary = finished_run(project)
     assert summary["runtime"] == "local" and summary["epochs_run"] == 1
     assert f"Run folder: {Path('output') / run.name}" in text  # train.py's output, streamed
+    assert "nothing to resume" in text
+
+    # After a "disconnect": RESUME = 'last' continues the same run instead of starting one.
+    notebook = run_notebook(
+        REPO / "train_colab.ipynb",
+        tmp_path,
+        kernel,
+        local_project_wdir=str(project),
+        RESUME="last",
+        overrides=["--set", "num_epochs=2"],
+    )
+    text = printed(notebook)
+    assert "no new run; the next cell continues that one" in text
+    assert "--resume last" in text
+    resumed, summary = finished_run(project)  # still the only run folder
+    assert resumed == run and summary["epochs_run"] == 2
 
 
 def _fake_colab(folder: Path, pip_log: Path) -> Path:
