@@ -22,15 +22,15 @@ from mlflow import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from configuration import TEMPLATE_PATH, load_config
-from workflows import tracking
+from workflows import tracker_base, tracking
 from workflows.checkpoint_io import AtomicCheckpointIO
 from workflows.resume import load_resume_config
 from workflows.run_folder import RunFolder
+from workflows.tracker_base import Tracker
 from workflows.tracker_resume import public_uri
 from workflows.tracking import (
     MlflowTracker,
     NeptuneTracker,
-    Tracker,
     finish_trackers,
     mlflow_uri,
     thesis_params,
@@ -177,7 +177,7 @@ def test_dead_tracking_server_warns_once_and_the_run_goes_on(fast_config, caplog
     result = run_training(config, progress_bar=False)
     assert result.summary["epochs_run"] == 1
     assert result.run.summary_json.is_file()
-    warnings = [r.getMessage() for r in caplog.records if r.name == "workflows.tracking"]
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("workflows.tracker")]
     assert len(warnings) == 1 and "MLflow" in warnings[0] and "mlflow_tracking_uri" in warnings[0]
 
 
@@ -196,7 +196,7 @@ class _Hanging(Tracker):
 
 
 def test_a_tracker_that_hangs_is_given_up_after_its_time_limit(monkeypatch, tmp_path, caplog):
-    monkeypatch.setattr(tracking, "CALL_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(tracker_base, "CALL_TIMEOUT_S", 0.2)
     caplog.set_level(logging.WARNING)
     hanging = _Hanging().begin(RunFolder(tmp_path), {}, [], "")
     for epoch in range(3):
