@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from utils.errors import UserError
@@ -121,6 +123,20 @@ def test_a_process_waiting_for_a_first_one_that_never_comes_is_a_user_error(tmp_
     one_process.setenv(LAUNCH_WAIT_ENV, "0.5")
     with pytest.raises(UserError, match="rank 0"):
         RunFolder.create_or_join(tmp_path, "ghost")
+
+
+def test_a_pointer_left_by_an_earlier_launch_with_the_same_id_is_not_joined(tmp_path, one_process):
+    for name, value in {"TORCHELASTIC_RUN_ID": "reused", "WORLD_SIZE": "2", "RANK": "0"}.items():
+        one_process.setenv(name, value)
+    earlier, _ = RunFolder.create_or_join(tmp_path, "ghost")
+    pointer = tmp_path / LAUNCHES_DIR / "torchrun-reused.json"
+    named = json.loads(pointer.read_text())
+    pointer.write_text(json.dumps({**named, "created": named["created"] - 3600}))  # an hour ago
+    one_process.setenv("RANK", "1")
+    one_process.setenv(LAUNCH_WAIT_ENV, "0.5")
+    with pytest.raises(UserError, match="waited"):
+        RunFolder.create_or_join(tmp_path, "ghost")
+    assert earlier.path.is_dir()
 
 
 def test_one_process_is_the_first_and_has_no_launch(one_process):

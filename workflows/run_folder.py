@@ -46,6 +46,10 @@ RUN_DIR_ENV = "CARS_RUN_DIR"
 LAUNCHES_DIR = ".launches"
 LAUNCH_WAIT_ENV = "CARS_LAUNCH_WAIT_S"
 LAUNCH_WAIT_S = 1800.0
+# A pointer older than this process (less a margin for nodes that start a little apart) is
+# left from an earlier launch that had the same id, e.g. torchrun's --rdzv-id used again.
+_STARTED = time.time()
+_LAUNCH_START_MARGIN_S = 120.0
 LAST = "last"
 # Trackers start on helper threads; one at a time rewrites trackers.json.
 _TRACKERS_LOCK = threading.Lock()
@@ -123,17 +127,18 @@ class RunFolder:
         pointer = Path(output_path) / LAUNCHES_DIR / f"{_safe_name(launch)}.json"
         if is_first_process():
             run = cls.create(output_path, architecture)
-            write_json_atomic(pointer, {"run_dir": str(run.path.resolve())})
+            write_json_atomic(pointer, {"run_dir": str(run.path.resolve()), "created": time.time()})
             return run, True
         wait_s = float(os.environ.get(LAUNCH_WAIT_ENV, LAUNCH_WAIT_S))
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             try:
-                run_dir = Path(json.loads(pointer.read_text(encoding="utf-8"))["run_dir"])
+                named = json.loads(pointer.read_text(encoding="utf-8"))
+                run_dir, created = Path(named["run_dir"]), float(named["created"])
             except (OSError, ValueError, KeyError, TypeError):
                 time.sleep(0.2)
                 continue
-            if run_dir.is_dir():
+            if created >= _STARTED - _LAUNCH_START_MARGIN_S and run_dir.is_dir():
                 return cls(run_dir), False
             time.sleep(0.2)
         raise UserError(
