@@ -98,6 +98,10 @@ class ImageCache:
         return self.shape[0]
 
     @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
     def array(self) -> np.ndarray:
         if self._array is None:
             self._array = np.memmap(self.data_path, dtype=np.uint8, mode="r", shape=self.shape)

@@ -79,7 +79,7 @@ class DeviceImages:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.cache.shape))
+        return self.cache.nbytes
 
     def gather(self, indices: torch.Tensor) -> torch.Tensor:
         """The images of ``indices`` (a 1-D integer tensor), on ``indices.device``."""
@@ -119,9 +119,7 @@ class CacheOnDevice:
     loader is built (the device is known by then), then the gatherer of each split."""
 
     def __init__(self, setting: bool | str) -> None:
-        if setting not in CACHE_ON_DEVICE:
-            raise ValueError(f"cache_on_device must be one of {CACHE_ON_DEVICE}, got {setting!r}")
-        self.setting = setting
+        self.setting = setting  # checked when resolved (use_cache_on_device)
         self.active: bool | None = None  # None: not resolved yet
         self.splits: dict[str, DeviceImages] = {}
 
@@ -129,7 +127,7 @@ class CacheOnDevice:
         """Whether the loaders yield indices for batches gathered on ``device`` from
         ``caches`` (split -> cache; every split that has one)."""
         if self.active is None:
-            nbytes = sum(int(np.prod(cache.shape)) for cache in caches.values())
+            nbytes = sum(cache.nbytes for cache in caches.values())
             self.active = bool(caches) and use_cache_on_device(self.setting, nbytes, device)
             if self.active:
                 log.info(

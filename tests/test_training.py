@@ -151,8 +151,11 @@ def test_configure_optimizers_returns_dict_with_monitor():
 
 
 def test_early_stopping_stops_and_is_recorded(fast_config):
-    # lr 0 cannot improve valid_loss; plateau patience 1 gives early-stopping patience 3
+    # lr 0 leaves the weights; plateau patience 1 gives early-stopping patience 3. BatchNorm's
+    # running statistics still move, so valid_loss can creep down for some seeds (2 in 30):
+    # this one's rises every epoch.
     config = fast_config(
+        "seed=4",
         "num_epochs=6",
         "optimizer_params={lr: 0.0}",
         "lr_scheduler=ReduceLROnPlateau",

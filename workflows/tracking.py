@@ -22,7 +22,6 @@ from typing import Any
 from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger
 
 from configuration import Config
-from utils.hardware import is_first_process
 from workflows.comparison import load_run, plot_learning_curves
 from workflows.run_folder import RunFolder
 from workflows.tracker_base import END_TIMEOUT_S, Tracker
@@ -349,12 +348,6 @@ def start_trackers(
     params = thesis_params(config, num_params, runtime)
     for tracker in trackers:
         tracker.begin(run, params, list(config.tags), config.description or "", resume_at)
-
-
-def is_launcher() -> bool:
-    """True in the process that reports a run: not in the other processes of a multi-GPU
-    (DDP) run."""
-    return is_first_process()
 
 
 def finish_trackers(

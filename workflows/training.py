@@ -20,7 +20,13 @@ from models.checkpoint import CheckpointMeta
 from models.net_module import NetModule
 from models.optimization import build_loss
 from utils.errors import UserError
-from utils.hardware import available_cpus, default_num_workers, detect_runtime, usable_workers
+from utils.hardware import (
+    available_cpus,
+    default_num_workers,
+    detect_runtime,
+    is_first_process,
+    usable_workers,
+)
 from utils.logger import quiet_lightning
 from workflows.callbacks import MetricsCSV, checkpoint_callbacks, early_stopping, make_trainer
 from workflows.checkpoint_io import AtomicCheckpointIO, leftover_partials
@@ -42,7 +48,6 @@ from workflows.speed import prepare_network
 from workflows.tracking import (
     build_trackers,
     finish_trackers,
-    is_launcher,
     start_trackers,
 )
 
@@ -153,7 +158,7 @@ def run_training(
     )
     metrics_csv = MetricsCSV(run.metrics_csv, resume_at=resume.next_epoch if resume else None)
     # ---- experiment trackers: Lightning loggers, started once the trainer exists
-    trackers = build_trackers(config) if is_launcher() else []
+    trackers = build_trackers(config) if is_first_process() else []  # DDP: the first reports
     stopper = early_stopping(config.early_stopping_patience())
     signals = SignalStop()
     try:
