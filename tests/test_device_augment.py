@@ -3,9 +3,11 @@ distributions as the torchvision transforms the config names, checked over many 
 
 from __future__ import annotations
 
+import kornia.augmentation as K
 import pytest
 import torch
 import torchvision.transforms as T
+from device_waits import DeviceWaits
 from scipy.stats import ks_2samp
 
 from datasets.device_augment import SUPPORTED, DeviceAugmenter, device_transform
@@ -167,3 +169,90 @@ def test_data_module_yields_uint8_and_finishes_on_the_device(prepared_data):
     cpu_images, _ = next(iter(cpu.val_dataloader()))
     uint8_images, _ = next(iter(data.val_dataloader()))
     torch.testing.assert_close(data.finish_batch(uint8_images, train=False), cpu_images)
+
+
+# One configuration of each supported transform, the thesis's own among them.
+EXAMPLES = {
+    "RandomHorizontalFlip": {"p": 0.5},
+    "RandomVerticalFlip": {"p": 0.5},
+    "RandomAffine": {"degrees": 25, "translate": [0.1, 0.1], "scale": [0.9, 1.1], "shear": 8},
+    "ColorJitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
+    "RandomErasing": {"p": 0.5, "scale": [0.02, 0.25]},
+    "RandomResizedCrop": {"size": [16, 16], "scale": [0.5, 1.0]},
+    "RandomRotation": {"degrees": 10},
+    "RandomPerspective": {"distortion_scale": 0.3, "p": 0.5},
+    "Grayscale": {"num_output_channels": 3},
+    "RandomGrayscale": {"p": 0.3},
+    "Normalize": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]},
+}
+THESIS = [
+    Augmentation(name, EXAMPLES[name])
+    for name in ("RandomHorizontalFlip", "RandomAffine", "ColorJitter")
+] + [Augmentation("RandomErasing", EXAMPLES["RandomErasing"], on_tensor=True)]
+
+
+def _waits(augmentations: list[Augmentation], channels: int = 3) -> list:
+    probe = DeviceWaits()
+    with probe:
+        augmenter = DeviceAugmenter(Preprocessing(image_size=(SIZE, SIZE)), augmentations)
+        shape = (8, channels, SIZE, SIZE)
+        images = torch.randint(0, 256, shape, dtype=torch.uint8, device="meta")
+        augmenter(images)  # the first batch builds the transforms for its device
+        with probe.per_batch():
+            out = augmenter(images)
+            augmenter(images, train=False)
+    values = probe.twin(out)  # what the device would hold: real values, computed on the CPU
+    assert values.dtype == torch.float32 and torch.isfinite(values).all()
+    assert values.shape[:2] == (8, channels)
+    if all(a.name != "Normalize" for a in augmentations):
+        assert values.min() >= 0 and values.max() <= 1
+    return probe.waits
+
+
+def test_every_supported_transform_has_an_example():
+    assert set(EXAMPLES) == set(SUPPORTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_no_transform_makes_the_host_wait_for_the_device(name):
+    assert [str(w) for w in _waits([Augmentation(name, EXAMPLES[name])])] == []
+
+
+@pytest.mark.parametrize("channels", [3, 1], ids=["rgb", "grayscale"])
+def test_the_thesis_augmentations_never_wait_for_the_device(channels):
+    assert [str(w) for w in _waits(THESIS, channels)] == []
+
+
+def test_a_grayscale_batch_gets_brightness_and_contrast_only_as_in_torchvision():
+    # torchvision's adjust_saturation and adjust_hue return a one-channel image unchanged
+    jitter = device_transform(
+        Augmentation("ColorJitter", {"brightness": 0.5, "saturation": 0.5, "hue": 0.2})
+    )
+    images = torch.rand(16, 1, SIZE, SIZE) * 0.5 + 0.1
+    out = jitter(images)
+    factors = jitter._params["brightness_factor"].view(-1, 1, 1, 1)
+    torch.testing.assert_close(out, (images * factors).clamp(0, 1))
+
+
+def test_the_probe_finds_kornias_waits_with_ranges_given_as_numbers():
+    # The reason the transforms get their ranges as tensors on the device (device_augment.py).
+    probe = DeviceWaits()
+    with probe:
+        affine = K.RandomAffine(degrees=25.0, translate=(0.1, 0.1), p=1.0).to("meta")
+        images = torch.rand(4, 3, SIZE, SIZE, device="meta")
+        with probe.per_batch():
+            affine(images)
+            images.sum().item()
+    kinds = [(w.kind, w.where.split(":")[0]) for w in probe.waits]
+    assert ("copy to host", "affine.py") in kinds and ("read", "test_device_augment.py") in kinds
+
+
+def test_color_jitter_applies_its_steps_in_a_random_order():
+    jitter = device_transform(Augmentation("ColorJitter", {"brightness": 0.5, "hue": 0.2}))
+    images = torch.rand(4, 3, SIZE, SIZE)
+    torch.manual_seed(0)
+    orders = set()
+    for _ in range(40):
+        jitter(images)
+        orders.add(jitter._last._fixed_order)
+    assert orders == {(0, 3), (3, 0)}  # the zero ranges (contrast, saturation) left out
