@@ -198,3 +198,23 @@ def test_sweep_from_the_command_line_trains_for_real(config_file, tmp_path, caps
     assert all(
         json.loads(r.summary_json.read_text())["tags"][-1].startswith("sweep:") for r in runs
     )
+
+
+@pytest.mark.parametrize(
+    "environment",
+    [
+        {"TORCHELASTIC_RUN_ID": "r1", "WORLD_SIZE": "2"},
+        {"SLURM_JOB_ID": "77", "SLURM_NTASKS": "4"},
+    ],
+    ids=["torchrun", "srun"],
+)
+def test_a_sweep_refuses_one_launch_of_several_processes(
+    config_file, monkeypatch, environment, tmp_path
+):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sweep, "run_training", fake_run_training)
+    with pytest.raises(UserError, match="job array") as err:
+        run_sweep(config_file, [], None, ["optimizer_params.weight_decay=0.3,0.4"])
+    assert "CUDA_VISIBLE_DEVICES" in str(err.value)
+    assert not list(tmp_path.glob("**/sweeps.db"))  # refused before the study is opened

@@ -30,6 +30,7 @@ from pytorch_lightning.callbacks import Callback
 from configuration import Config, load_config
 from configuration.loading import ConfigLoader
 from utils.errors import UserError
+from utils.hardware import external_launch_id
 from workflows.comparison import NOT_SETTINGS, RunRecord, load_run, report
 from workflows.interruptions import StoppedEarly
 from workflows.training import run_training
@@ -239,6 +240,17 @@ def _open_study(name: str, url: str, search: bool) -> optuna.Study:
 def _one_device(base: Config) -> list[str]:
     """Each sweep process trains on one device: several GPUs run several processes (one
     per GPU), never a multi-GPU run whose relaunched workers would pull trials of their own."""
+    launch = external_launch_id()
+    if launch is not None:
+        # The processes of one torchrun/srun launch share one run folder per launch (see
+        # RunFolder.create_or_join), while each sweep process trains runs of its own.
+        raise UserError(
+            f"a sweep cannot run as one launch of several processes ({launch.split('-')[0]}): "
+            "each sweep process trains its own runs on one device. Start independent "
+            "processes instead: a SLURM job array (sbatch --array=0-3, one task each) or "
+            "'CUDA_VISIBLE_DEVICES=N python train.py --sweep ...' per GPU; they share the "
+            "sweep through its database (--sweep-storage)."
+        )
     if base.devices == "auto":
         return ["devices=1"]
     if (isinstance(base.devices, int) and base.devices > 1) or (
