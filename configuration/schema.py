@@ -168,6 +168,9 @@ class Config(BaseModel):
     # With cache_images and augment_on: device, gather batches from a copy of the cache on the
     # device (auto: when it fits; see datasets/device_cache.py)
     cache_on_device: bool | Literal["auto"] = "auto"
+    # The batch size of the validation after each epoch (None: batch_size). Validation keeps
+    # no activations for a backward pass, so larger batches fit and run faster, same numbers.
+    valid_batch_size: int | None = Field(None, gt=0)
 
     # ---- spellings ---------------------------------------------------------------------------
     @model_validator(mode="before")

@@ -51,6 +51,7 @@ class StanfordCarsDataModule(pl.LightningDataModule):
         cache_dir: str | Path | None = None,
         progress: bool = True,
         cache_on_device: bool | str = False,
+        valid_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         if augment_on not in AUGMENT_ON:
@@ -59,6 +60,7 @@ class StanfordCarsDataModule(pl.LightningDataModule):
         self.preprocessing = preprocessing or Preprocessing()
         self.augmentations = tuple(augmentations)
         self.batch_size = batch_size
+        self.valid_batch_size = valid_batch_size or batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         # Read once, here: the number of classes is needed to build the network before fit.
@@ -149,7 +151,7 @@ class StanfordCarsDataModule(pl.LightningDataModule):
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         return self.cache_on_device.resolve(caches, device)
 
-    def _loader(self, dataset: StanfordCarsDataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: StanfordCarsDataset, shuffle: bool, batch_size: int) -> DataLoader:
         workers, pin_memory = self.num_workers, self.pin_memory
         if self._gathers_on_device():
             # Only indices and labels to load: worker processes and pinned memory would cost
@@ -158,7 +160,7 @@ class StanfordCarsDataModule(pl.LightningDataModule):
             dataset, workers, pin_memory = IndexDataset(labels), 0, False
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             shuffle=shuffle,
             sampler=None if shuffle else self._evaluation_sampler(dataset),
             num_workers=workers,
@@ -166,8 +168,7 @@ class StanfordCarsDataModule(pl.LightningDataModule):
             persistent_workers=workers > 0,
             # BatchNorm cannot train on a batch of one image (GhostNet's classifier, any net's
             # 1x1 feature maps): drop a last batch of one, counted per process under DDP.
-            drop_last=shuffle
-            and math.ceil(len(dataset) / self._world_size()) % self.batch_size == 1,
+            drop_last=shuffle and math.ceil(len(dataset) / self._world_size()) % batch_size == 1,
         )
 
     def _world_size(self) -> int:
@@ -187,8 +188,8 @@ class StanfordCarsDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "call setup('fit') first"
-        return self._loader(self.train_dataset, shuffle=True)
+        return self._loader(self.train_dataset, shuffle=True, batch_size=self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         assert self.valid_dataset is not None, "call setup() first"
-        return self._loader(self.valid_dataset, shuffle=False)
+        return self._loader(self.valid_dataset, shuffle=False, batch_size=self.valid_batch_size)

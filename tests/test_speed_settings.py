@@ -9,10 +9,14 @@ import pytest
 import torch
 
 from configuration import TEMPLATE_PATH, load_config
+from models.arch_dict import build_network
+from models.net_module import NetModule
 from utils.errors import UserError
+from utils.logger import lightning_quiet
 from workflows import speed
+from workflows.callbacks import make_trainer
 from workflows.speed import prepare_network
-from workflows.training import run_training
+from workflows.training import build_datamodule, run_training
 
 QUIET = ("num_epochs=1", "log_to_mlflow=false", "image_size=[32,32]")
 
@@ -39,6 +43,27 @@ def test_speed_setting_completes_a_run(fast_config, prepared_data, tmp_path, ove
     _completes(fast_config(*QUIET, *overrides, data_path=data))
     if "cache_images=true" in overrides:
         assert list((data / ".cache").glob("train-*.json"))
+
+
+def test_a_larger_validation_batch_gives_the_same_numbers(fast_config):
+    torch.manual_seed(0)
+    net = build_network("ghost", 3).eval()
+    metrics, sizes = [], []
+    for valid_batch_size in ("null", "8"):
+        config = fast_config(*QUIET, f"valid_batch_size={valid_batch_size}")
+        data = build_datamodule(config)
+        data.setup("fit")
+        sizes.append((data.train_dataloader().batch_size, data.val_dataloader().batch_size))
+        module = NetModule(net, torch.nn.CrossEntropyLoss(), data.num_classes)
+        trainer = make_trainer(
+            max_epochs=None, accelerator="cpu", devices=1, callbacks=[], progress_bar=False
+        )
+        with lightning_quiet():
+            trainer.validate(module, datamodule=data, verbose=False)
+        metrics.append(module.epoch_metrics)
+    assert sizes == [(4, 4), (4, 8)]  # fast_config's batch_size is 4; training keeps it
+    assert metrics[1]["valid_acc"] == metrics[0]["valid_acc"]
+    assert metrics[1]["valid_loss"] == pytest.approx(metrics[0]["valid_loss"], rel=1e-5)
 
 
 @pytest.mark.slow

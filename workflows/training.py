@@ -98,6 +98,7 @@ def build_datamodule(config: Config, data_path: str | Path | None = None) -> Sta
         augment_on=config.augment_on,
         channels_last=config.channels_last,
         cache_on_device=config.cache_on_device,
+        valid_batch_size=config.valid_batch_size,
     )
 
 
