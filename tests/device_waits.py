@@ -50,6 +50,15 @@ def _is_meta(value) -> bool:
     return isinstance(value, torch.Tensor) and value.device.type == "meta"
 
 
+def _view(tensor: torch.Tensor) -> tuple:
+    return (
+        tensor.untyped_storage()._cdata,
+        tensor.storage_offset(),
+        tuple(tensor.shape),
+        tensor.stride(),
+    )
+
+
 def _caller() -> str:
     """The innermost frame outside torch and this file."""
     for frame in reversed(traceback.extract_stack()[:-3]):
@@ -85,6 +94,9 @@ class DeviceWaits(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.twins: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        # A Parameter made from a moved tensor (module.to) shares its storage but is another
+        # Python object, made without the dispatcher: found by storage and view.
+        self._by_view: dict[tuple, torch.Tensor] = {}
         self.waits: list[Wait] = []
         self._recording = False
         self._from_data = _FromData()
@@ -113,9 +125,11 @@ class DeviceWaits(TorchDispatchMode):
 
     def _twin(self, value):
         if _is_meta(value):
-            if value not in self.twins:
-                raise RuntimeError("a meta tensor made outside DeviceWaits has no CPU twin")
-            return self.twins[value]
+            if value in self.twins:
+                return self.twins[value]
+            if _view(value) in self._by_view:
+                return self._by_view[_view(value)]
+            raise RuntimeError("a meta tensor made outside DeviceWaits has no CPU twin")
         if isinstance(value, torch.device) and value.type == "meta":
             return torch.device("cpu")
         return value
@@ -154,8 +168,9 @@ class DeviceWaits(TorchDispatchMode):
         for meta, twin in zip(pytree.tree_leaves(out), pytree.tree_leaves(shadow), strict=True):
             if _is_meta(meta):
                 self.twins[meta] = twin
+                self._by_view[_view(meta)] = twin
         return out
 
     def twin(self, tensor: torch.Tensor) -> torch.Tensor:
         """The CPU values of a meta tensor."""
-        return self.twins[tensor]
+        return self._twin(tensor)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from device_waits import DeviceWaits
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, TensorDataset
 
+from models.label_smoothing_ce import LabelSmoothingCrossEntropy
 from models.net_module import NetModule
 from utils.logger import lightning_quiet
 from workflows.callbacks import make_trainer
@@ -48,35 +49,37 @@ def test_top_k_is_capped_by_the_number_of_classes():
     assert module.top_k == 3
 
 
-class _Readbacks(TorchDispatchMode):
-    """Counts the operations that copy a tensor's value to the host (``.item()``, ``bool()``,
-    ``float()``): on a GPU each one makes the CPU wait until the GPU has caught up."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
-            self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
 class _Trainer:
     num_training_batches, current_epoch = 100, 0
 
 
 def test_a_training_step_and_its_loss_guard_never_wait_for_the_device():
     torch.manual_seed(0)
-    module = NetModule(nn.Linear(4, 3), nn.CrossEntropyLoss(), 3)
-    guard = FiniteLossGuard()
-    batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
-    readbacks = _Readbacks()
-    with readbacks:
-        for idx in range(FiniteLossGuard.CHECK_EVERY - 1):
+    probe = DeviceWaits()
+    with probe:
+        net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(3))
+        net(torch.rand(2, 3, 6, 6))  # materialise the lazy layer before the move
+        module = NetModule(net, LabelSmoothingCrossEntropy(0.1), 3, "AdamW").to("meta")
+        optimizer = module.configure_optimizers()["optimizer"]
+        guard = FiniteLossGuard()
+        batch = (torch.rand(8, 3, 6, 6, device="meta"), torch.randint(0, 3, (8,), device="meta"))
+
+        def step(idx: int) -> None:
             loss = module.training_step(batch, idx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
             guard.on_train_batch_end(_Trainer(), module, loss, batch, idx)
-    assert readbacks.count == 0
+
+        step(0)  # the optimizer makes its state
+        with probe.per_batch():
+            for idx in range(1, FiniteLossGuard.CHECK_EVERY - 1):
+                step(idx)
+        assert probe.waits == []
+        with probe.per_batch():
+            step(FiniteLossGuard.CHECK_EVERY - 1)  # the guard reads its record: one wait
+    assert [w.kind for w in probe.waits] == ["copy to host"]
+    assert "interruptions.py" in probe.waits[0].where
 
 
 def test_the_loss_guard_names_the_first_bad_batch_when_it_checks():
