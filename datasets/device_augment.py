@@ -172,7 +172,7 @@ class _ColorJitter(nn.Module):
     def __init__(self, brightness: Any, contrast: Any, saturation: Any, hue: Any) -> None:
         super().__init__()
         factors = (brightness, contrast, saturation, hue)
-        self.steps = [i for i, value in enumerate(factors) if _nonzero(value)]
+        self.steps = [i for i, value in enumerate(factors) if _jitters(i, value)]
         gray_steps = [i for i in self.steps if i in _GRAY_STEPS]
         orders = {*itertools.permutations(self.steps), *itertools.permutations(gray_steps)}
         self.by_order = nn.ModuleDict(
@@ -205,12 +205,14 @@ def _key(order: Iterable[int]) -> str:
     return "".join(map(str, order)) or "none"
 
 
-def _nonzero(value: Any) -> bool:
-    """Whether a ColorJitter argument is a range other than the neutral one (0 or None)."""
+def _jitters(step: int, value: Any) -> bool:
+    """Whether a ColorJitter argument changes images: torchvision leaves out a step given as 0
+    (or None) or as a range of just its neutral value (1; 0 for hue)."""
     if value is None:
         return False
     if isinstance(value, list | tuple):
-        return len(set(float(v) for v in value)) > 1 or float(value[0]) not in (0.0, 1.0)
+        neutral = 0.0 if step == 3 else 1.0
+        return not float(value[0]) == float(value[1]) == neutral
     return float(value) != 0
 
 

@@ -256,3 +256,18 @@ def test_color_jitter_applies_its_steps_in_a_random_order():
         jitter(images)
         orders.add(jitter._last._fixed_order)
     assert orders == {(0, 3), (3, 0)}  # the zero ranges (contrast, saturation) left out
+
+
+@pytest.mark.parametrize(
+    ("ranges", "steps"),
+    [
+        ({"brightness": [0, 0]}, [0]),  # every image black: a step, as in torchvision
+        ({"brightness": [1, 1], "hue": [0, 0]}, []),  # the neutral values: no step
+        ({"contrast": 0.3, "hue": [-0.1, 0.1]}, [1, 3]),
+    ],
+)
+def test_color_jitter_leaves_out_the_steps_torchvision_leaves_out(ranges, steps):
+    assert device_transform(Augmentation("ColorJitter", ranges)).steps == steps
+    jitter = T.ColorJitter(**ranges)
+    taken = [jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue]
+    assert [i for i, value in enumerate(taken) if value is not None] == steps
