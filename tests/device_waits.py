@@ -3,8 +3,8 @@
 ``DeviceWaits`` runs code on PyTorch's ``meta`` device, which has shapes but no values, and
 keeps a CPU twin of every meta tensor, computed alongside, so that control flow sees the real
 values. Each operation that needs a device value on the host is recorded: a read (``.item()``,
-``bool()``, ``.tolist()``, a data-dependent shape such as ``nonzero``) or a copy between the host
-and the device. On a GPU each is a point where the CPU stops until the GPU has caught up, and
+``bool()``, a data-dependent shape such as ``nonzero``) or a copy between the host and the
+device (``.cpu()``, ``.tolist()``, ``torch.tensor(data, device=...)``). On a GPU each is a point where the CPU stops until the GPU has caught up, and
 the GPU then idles while the CPU queues the next kernels.
 
 Tensors on the meta device must be made inside the mode (``module.to("meta")``, factories with

@@ -248,8 +248,8 @@ def _one_device(base: Config) -> list[str]:
             f"a sweep cannot run as one launch of several processes ({launch.split('-')[0]}): "
             "each sweep process trains its own runs on one device. Start independent "
             "processes instead: a SLURM job array (sbatch --array=0-3, one task each) or "
-            "'CUDA_VISIBLE_DEVICES=N python train.py --sweep ...' per GPU; they share the "
-            "sweep through its database (--sweep-storage)."
+            "'CUDA_VISIBLE_DEVICES=N python train.py --sweep ...' per GPU. They share the "
+            "sweep through its database: output_path's sweeps.db, or --sweep-storage."
         )
     if base.devices == "auto":
         return ["devices=1"]
