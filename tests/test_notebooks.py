@@ -104,7 +104,8 @@ def finished_run(project: Path) -> tuple[Path, dict]:
 
 @pytest.mark.slow
 def test_colab_notebook_runs_locally(tmp_path, kernel, prepared_data):
-    project = project_copy(tmp_path / "cars", {"stanford_data_path": str(prepared_data)})
+    data = shutil.copytree(prepared_data, tmp_path / "stanford")  # FAST_INPUT caches beside it
+    project = project_copy(tmp_path / "cars", {"stanford_data_path": str(data)})
     notebook = run_notebook(
         REPO / "train_colab.ipynb", tmp_path, kernel, local_project_wdir=str(project)
     )
@@ -114,6 +115,9 @@ def test_colab_notebook_runs_locally(tmp_path, kernel, prepared_data):
     assert summary["runtime"] == "local" and summary["epochs_run"] == 1
     assert f"Run folder: {Path('output') / run.name}" in text  # train.py's output, streamed
     assert "nothing to resume" in text
+    config = yaml.safe_load((run / "config.yml").read_text())  # FAST_INPUT, on by default
+    assert config["cache_images"] is True and config["augment_on"] == "device"
+    assert list((data / ".cache").glob("train-*.json"))
 
     # After a "disconnect": RESUME = 'last' continues the same run instead of starting one.
     notebook = run_notebook(
@@ -187,6 +191,7 @@ def test_colab_notebook_as_on_colab(tmp_path, kernel, prepared_data, monkeypatch
         colab_google_drive_mount_point=str(drive),
         colab_remote_project_wdir=str(project),
         colab_data_dir=str(content / "data"),
+        FAST_INPUT=False,
     )
     text = printed(notebook)
     assert f"mounted {drive}" in text and "Colab: True" in text
@@ -208,7 +213,9 @@ def test_colab_notebook_as_on_colab(tmp_path, kernel, prepared_data, monkeypatch
         return
     run, summary = finished_run(project)  # the run folder is on "Drive"
     assert summary["runtime"] == "colab" and summary["epochs_run"] == 1
-    assert yaml.safe_load((run / "config.yml").read_text())["stanford_data_path"] == str(data_dir)
+    config = yaml.safe_load((run / "config.yml").read_text())
+    assert config["stanford_data_path"] == str(data_dir)
+    assert config["cache_images"] is False and config["augment_on"] == "cpu"  # the thesis's path
 
 
 @pytest.mark.slow
