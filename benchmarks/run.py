@@ -345,9 +345,10 @@ def epoch_seconds(
 
 def bench_epoch(rows: Rows, data: Path, config, workers: int, compile: bool, images: int) -> None:
     """The thesis's path vs fast paths (cache + device augmentation, with or without
-    channels_last, cache_on_device, a larger validation batch and compile), most telling first. The thesis's path has
-    nothing to amortise: one epoch, worker start-up included; the fast ones are timed on their
-    second epoch (the first builds the cache, copies it to the device, compiles)."""
+    channels_last, cache_on_device, a larger validation batch and compile), most telling
+    first. The thesis's path has nothing to amortise: one epoch, worker start-up included; the
+    fast ones are timed on their second epoch (the first builds the cache, copies it to the
+    device, compiles)."""
     unit = f"s/epoch ({images} img)"
 
     def row(name: str, baseline: float, epochs: int = 2, workers: int = workers, **options):

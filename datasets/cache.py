@@ -99,7 +99,7 @@ class ImageCache:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape))
+        return _nbytes(self.shape)
 
     @property
     def array(self) -> np.ndarray:
@@ -115,6 +115,11 @@ class ImageCache:
         return {"data_path": self.data_path, "shape": self.shape, "_array": None}
 
 
+def _nbytes(shape: tuple) -> int:
+    """The size of a uint8 array of ``shape``: the cache file's length."""
+    return int(np.prod(shape))
+
+
 def _read_valid(data_file: Path, header_file: Path, key: str, shape: tuple) -> bool:
     try:
         header = json.loads(header_file.read_text())
@@ -126,7 +131,7 @@ def _read_valid(data_file: Path, header_file: Path, key: str, shape: tuple) -> b
         and header.get("checksum") == _header_checksum(header)
         and header.get("key") == key
         and tuple(header.get("shape", ())) == shape
-        and header.get("bytes") == size == int(np.prod(shape))
+        and header.get("bytes") == size == _nbytes(shape)
     )
 
 
@@ -190,7 +195,7 @@ def open_or_build(
                 _build(tmp, shape, image_dir, samples, preprocessing, workers, progress, split)
                 os.replace(tmp, data_file)
                 header = {"key": key, "split": split, "shape": list(shape)}
-                header["bytes"] = int(np.prod(shape))
+                header["bytes"] = _nbytes(shape)
                 header["checksum"] = _header_checksum(header)
                 write_json_atomic(header_file, header)  # last: it makes the cache valid
     except OSError as err:
@@ -213,7 +218,7 @@ def _build(
 ) -> None:
     try:
         with tmp.open("wb") as handle:
-            handle.truncate(int(np.prod(shape)))
+            handle.truncate(_nbytes(shape))
         jobs = [(str(image_dir / s.fname), tuple(s.bbox)) for s in samples]
         chunk = 32
         chunks = [(i, min(i + chunk, len(jobs))) for i in range(0, len(jobs), chunk)]

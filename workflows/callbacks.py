@@ -128,10 +128,6 @@ class ConfiguredEarlyStopping(EarlyStopping):
         self.stopping_reason_message = None
 
 
-def early_stopping(patience: int) -> EarlyStopping:
-    return ConfiguredEarlyStopping(patience)
-
-
 def make_trainer(
     *,
     max_epochs: int | None,

@@ -28,7 +28,12 @@ from utils.hardware import (
     usable_workers,
 )
 from utils.logger import quiet_lightning
-from workflows.callbacks import MetricsCSV, checkpoint_callbacks, early_stopping, make_trainer
+from workflows.callbacks import (
+    ConfiguredEarlyStopping,
+    MetricsCSV,
+    checkpoint_callbacks,
+    make_trainer,
+)
 from workflows.checkpoint_io import AtomicCheckpointIO, leftover_partials
 from workflows.fine_tuning import head_first, resolve_init_from
 from workflows.interruptions import (
@@ -160,7 +165,7 @@ def run_training(
     metrics_csv = MetricsCSV(run.metrics_csv, resume_at=resume.next_epoch if resume else None)
     # ---- experiment trackers: Lightning loggers, started once the trainer exists
     trackers = build_trackers(config) if is_first_process() else []  # DDP: the first reports
-    stopper = early_stopping(config.early_stopping_patience())
+    stopper = ConfiguredEarlyStopping(config.early_stopping_patience())
     signals = SignalStop()
     try:
         trainer = make_trainer(
