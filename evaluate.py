@@ -15,21 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from utils.cli import non_negative_int, positive_int
+from utils.cli import checkpoint_parser, non_negative_int, positive_int
 from utils.errors import run_cli
 from utils.text import shown_path
 from workflows.evaluation import evaluate_checkpoint
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        help="a .ckpt file written by train.py, or a run folder (its checkpoints/best.ckpt)",
-    )
+    parser = checkpoint_parser(__doc__)
     parser.add_argument(
         "-d",
         "--data-path",

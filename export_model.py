@@ -11,20 +11,14 @@ from __future__ import annotations
 
 import argparse
 
+from utils.cli import checkpoint_parser
 from utils.errors import run_cli
 from utils.text import shown_path
 from workflows.export import export_checkpoint
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        help="a .ckpt file written by train.py, or a run folder (its checkpoints/best.ckpt)",
-    )
+    parser = checkpoint_parser(__doc__)
     parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     parser.add_argument(
         "--output", default=None, help="output file (default: <run>/export/model.onnx or .pt)"

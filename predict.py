@@ -15,19 +15,13 @@ import argparse
 import json
 import sys
 
+from utils.cli import checkpoint_parser
 from utils.errors import run_cli
 from workflows.prediction import predict_paths
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        help="a .ckpt file written by train.py, or a run folder (its checkpoints/best.ckpt)",
-    )
+    parser = checkpoint_parser(__doc__)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")

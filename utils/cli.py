@@ -25,6 +25,20 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def checkpoint_parser(description: str | None) -> argparse.ArgumentParser:
+    """The parser of a script that reads a trained checkpoint: ``description`` (the script's
+    docstring) shown as written, and the required ``--checkpoint``."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a .ckpt file written by train.py, or a run folder (its checkpoints/best.ckpt)",
+    )
+    return parser
+
+
 def add_set_argument(parser: argparse.ArgumentParser, example: str) -> None:
     """``--set KEY=VALUE``, repeatable, collected in ``args.overrides`` (values parsed as YAML
     by the configuration, dotted keys reaching into mappings)."""
