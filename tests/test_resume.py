@@ -7,6 +7,7 @@ import csv
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 import train
 from configuration import TEMPLATE_PATH, load_config
 from models.checkpoint import read_checkpoint
+from models.optimization import build_optimizer, build_scheduler, carry_over_settings
 from utils.errors import UserError
 from workflows import callbacks
 from workflows.checkpoint_io import AtomicCheckpointIO, leftover_partials
@@ -120,6 +123,75 @@ def test_resume_with_no_epoch_left_says_how_to_train_longer(one_epoch_run, monke
     config, point = load_resume_config(str(one_epoch_run.path), None, [], None)
     with pytest.raises(UserError, match="num_epochs=11"):
         run_training(config, progress_bar=False, resume=point)
+
+
+# ---- resuming with other learning-rate settings ------------------------------------------------
+def _adamw_multistep(optimizer_params, scheduler_params):
+    weight = nn.Parameter(torch.ones(2))
+    weight.grad = torch.full((2,), 0.5)
+    optimizer = build_optimizer([weight], "AdamW", optimizer_params)
+    return optimizer, build_scheduler(optimizer, "MultiStepLR", scheduler_params)
+
+
+def test_new_learning_rate_settings_replace_the_saved_ones_keeping_the_schedule():
+    old = ({"lr": 0.001, "weight_decay": 0.6}, {"gamma": 0.1, "milestones": [2, 4]})
+    new = ({"lr": 0.002, "weight_decay": 0.1}, {"gamma": 0.5, "milestones": [2, 4]})
+    optimizer, scheduler = _adamw_multistep(*old)
+    for _ in range(3):  # past the first milestone: lr 0.001 -> 0.0001
+        optimizer.step()
+        scheduler.step()
+    optimizer_state, scheduler_state = optimizer.state_dict(), scheduler.state_dict()
+    changed = carry_over_settings(
+        optimizer_state, scheduler_state, "AdamW", *old[:1], *new[:1], "MultiStepLR", old[1], new[1]
+    )
+    assert changed == ["lr", "weight_decay", "gamma"]
+    resumed, resumed_scheduler = _adamw_multistep(*new)
+    resumed.load_state_dict(optimizer_state)
+    resumed_scheduler.load_state_dict(scheduler_state)
+    group = resumed.param_groups[0]
+    assert group["lr"] == pytest.approx(0.0002) and group["weight_decay"] == 0.1
+    assert resumed_scheduler.base_lrs == [pytest.approx(0.002)]
+    assert resumed_scheduler.last_epoch == 3
+    assert float(resumed.state_dict()["state"][0]["step"]) == 3  # the moments go on too
+    resumed.step()
+    resumed_scheduler.step()  # the next milestone applies the new gamma
+    assert group["lr"] == pytest.approx(0.0001)
+
+
+def test_unchanged_settings_leave_the_saved_state_alone():
+    params = ({"lr": 0.001, "weight_decay": 0.6}, {"gamma": 0.1, "milestones": [1]})
+    optimizer, scheduler = _adamw_multistep(*params)
+    optimizer.step()
+    scheduler.step()
+    optimizer_state, scheduler_state = optimizer.state_dict(), scheduler.state_dict()
+    before = (json.dumps(optimizer_state["param_groups"]), repr(scheduler_state))
+    changed = carry_over_settings(
+        optimizer_state,
+        scheduler_state,
+        "AdamW",
+        params[0],
+        dict(params[0]),
+        "MultiStepLR",
+        params[1],
+        dict(params[1]),
+    )
+    assert changed == []
+    assert (json.dumps(optimizer_state["param_groups"]), repr(scheduler_state)) == before
+
+
+def test_a_resume_trains_on_at_the_new_learning_rate(one_epoch_run, tmp_path, monkeypatch):
+    copy = tmp_path / one_epoch_run.path.name
+    shutil.copytree(one_epoch_run.path, copy)
+    monkeypatch.chdir(copy)
+    config, point = load_resume_config(
+        str(copy), None, ["num_epochs=2", "optimizer_params.lr=0.0025"], None
+    )
+    run_training(config, progress_bar=False, resume=point)
+    rows = list(csv.DictReader((copy / "metrics.csv").open(newline="")))
+    assert [float(row["lr"]) for row in rows] == [0.001, 0.0025]
+    state = read_checkpoint(copy / "checkpoints" / "last.ckpt")["optimizer_states"][0]
+    assert state["param_groups"][0]["lr"] == pytest.approx(0.0025)
+    assert state["param_groups"][0]["weight_decay"] == 0.6  # the dotted key kept the others
 
 
 # ---- atomic checkpoints ------------------------------------------------------------------------

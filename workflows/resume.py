@@ -4,17 +4,24 @@ with, and the settings that may not change because the checkpoint's weights depe
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
 
 from configuration import Config, load_config
 from configuration.loading import DEFAULT_CONFIG
 from configuration.schema import SECRET_KEYS
 from models.checkpoint import META_KEY, CheckpointMeta, read_checkpoint
+from models.optimization import carry_over_settings
 from utils.errors import UserError
 from workflows.callbacks import EARLY_STOPPING_STATE_KEY
 from workflows.run_folder import RunFolder
+
+log = logging.getLogger(__name__)
 
 # Preprocessing entries of a checkpoint, by the config key that sets them.
 _PREPROCESSING_KEYS = {
@@ -133,8 +140,9 @@ def check_resumable(
         raise UserError(
             f"cannot resume run '{point.run.name}': the config changes {', '.join(keys)}, which "
             "the checkpoint's weights or training state depend on. Resume with the run's own "
-            "settings (leave out -c, or set these keys back); num_epochs, num_workers, "
-            "accelerator, devices and the loggers may change."
+            "settings (leave out -c, or set these keys back). Everything else may change: "
+            "num_epochs, the learning-rate settings (optimizer_params, lr_scheduler_params), "
+            "num_workers, accelerator, devices, num_nodes, strategy, the loggers."
         )
     if point.next_epoch >= config.num_epochs:
         raise UserError(
@@ -143,6 +151,41 @@ def check_resumable(
             f"raise it, e.g. --set num_epochs={point.next_epoch + 10}."
         )
     _check_early_stop(point, config)
+
+
+# ---- resuming with other learning-rate settings ------------------------------------
+class ResumedSettings(Callback):
+    """Lets a resumed run go on with the config's optimizer and scheduler settings where they
+    differ from the run's own (``run_config``): they replace the checkpoint's before Lightning
+    restores its optimizer and scheduler (see ``models.optimization.carry_over_settings``)."""
+
+    def __init__(self, config: Config, run_config: dict[str, Any]) -> None:
+        self.optimizer = config.optimizer
+        self.scheduler = config.lr_scheduler
+        self.new = (config.optimizer_params, config.lr_scheduler_params)
+        # A run config without these keys cannot say what changed: nothing is carried over.
+        self.old = tuple(
+            run_config.get(key, new)
+            for key, new in zip(("optimizer_params", "lr_scheduler_params"), self.new)
+        )
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        schedulers = checkpoint.get("lr_schedulers") or [None]
+        for optimizer_state in checkpoint.get("optimizer_states") or []:
+            changed = carry_over_settings(
+                optimizer_state,
+                schedulers[0],
+                self.optimizer,
+                self.old[0],
+                self.new[0],
+                self.scheduler,
+                self.old[1],
+                self.new[1],
+            )
+            if changed:
+                log.info("resumed with new optimizer/scheduler settings: %s", ", ".join(changed))
 
 
 # ---- resuming an early-stopped run ---------------------------------------------------

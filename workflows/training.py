@@ -46,7 +46,7 @@ from workflows.interruptions import (
     failure_message,
 )
 from workflows.preflight import preflight
-from workflows.resume import ResumePoint, check_resumable
+from workflows.resume import ResumedSettings, ResumePoint, check_resumable
 from workflows.run_folder import RunFolder
 from workflows.run_seed import with_run_seed
 from workflows.speed import prepare_network
@@ -134,7 +134,8 @@ def run_training(
     # ---- resume: go on in the resumed run's folder, else make a new one
     if resume is not None:
         run, created = resume.run, False
-        check_resumable(resume, config, _checkpoint_meta(config, data, run), run.read_config())
+        run_config = run.read_config()  # the settings the run trained with until now
+        check_resumable(resume, config, _checkpoint_meta(config, data, run), run_config)
         for partial in leftover_partials(run.checkpoints):
             partial.unlink(missing_ok=True)
         run.write_config(config.to_public_dict())
@@ -180,6 +181,7 @@ def run_training(
                 FiniteLossGuard(),
                 RandomState(),
                 *head_first(config),  # freeze_epochs
+                *([ResumedSettings(config, run_config)] if resume else []),
                 *(callbacks or []),
             ],
             progress_bar=progress_bar,
