@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from configuration import load_config
 from utils.cli import add_set_argument
@@ -93,7 +94,10 @@ def main(argv=None) -> int:
         return 0
     if result.stopped_by is not None:
         stop = result.stopped_by
-        print(resume_hint(result.run_dir, stop.signal_name, result.summary["epochs_run"]))
+        print(
+            resume_hint(result.run_dir, stop.signal_name, result.summary["epochs_run"]),
+            file=sys.stderr,
+        )
         return stop.exit_code
     # ---- the summary as the demo prints it ----
     print(run_summary_line(result.summary))

@@ -4,6 +4,7 @@ their params on a dummy parameter, so that a bad param fails at load time, not m
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -121,6 +122,36 @@ def _plateau_problems(config: Any) -> list[str]:
     return []
 
 
+# The schedule is stepped through the run's epochs at load time (milliseconds), so that a
+# lambda dividing by zero at epoch 67, or a OneCycleLR with too few steps, fails now rather
+# than after hours of training; beyond this many epochs the rest is left to the run.
+MAX_CHECKED_EPOCHS = 10_000
+
+
+def _schedule_problems(config: Any, optimizer: Any, scheduler: Any) -> list[str]:
+    """The first epoch after which the scheduler fails or its rate stops being a number >= 0."""
+    key = "lr_scheduler_params"
+    if "lr_lambda" in (config.lr_scheduler_params or {}):
+        key += ".lr_lambda"
+    plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    for epoch in range(min(config.num_epochs, MAX_CHECKED_EPOCHS)):
+        optimizer.step()  # no gradients: changes nothing, but keeps the step order torch expects
+        try:
+            scheduler.step(0.0) if plateau else scheduler.step()
+        except (TypeError, ValueError, KeyError, ArithmeticError) as err:
+            problem = str(err)
+        else:
+            rate = optimizer.param_groups[0]["lr"]
+            if math.isfinite(rate) and rate >= 0:
+                continue
+            problem = f"the learning rate becomes {rate}"
+        return [
+            f"key '{key}': {config.lr_scheduler} fails after epoch {epoch} ({problem}), within "
+            f"num_epochs {config.num_epochs}; it must hold for every epoch"
+        ]
+    return []
+
+
 def _callable_param_problems(config: Any) -> list[str]:
     problems = []
     optimizer = None
@@ -132,9 +163,11 @@ def _callable_param_problems(config: Any) -> list[str]:
         problems.append(f"key 'optimizer_params': invalid for {config.optimizer}: {err}")
     if config.lr_scheduler is not None and optimizer is not None:
         try:
-            build_scheduler(optimizer, config.lr_scheduler, config.lr_scheduler_params)
+            scheduler = build_scheduler(optimizer, config.lr_scheduler, config.lr_scheduler_params)
         except (TypeError, ValueError, KeyError, ArithmeticError) as err:
             problems.append(f"key 'lr_scheduler_params': invalid for {config.lr_scheduler}: {err}")
+        else:
+            problems.extend(_schedule_problems(config, optimizer, scheduler))
     try:
         build_loss(config.loss_function, config.loss_params)
     except (TypeError, ValueError) as err:

@@ -186,17 +186,21 @@ def _format_errors(
     valid_keys = set(Config.model_fields) | {"output_channels"}
     for item in err.errors(include_input=True, include_url=False, include_context=False):
         loc = ".".join(str(p) for p in item["loc"])
-        from_set.append(bool(item["loc"]) and str(item["loc"][0]) in set_keys)
         given = item.get("input")
         message = item["msg"].removeprefix("Value error, ")
+        if not loc:  # the checks across keys: one problem a line, each naming its key
+            for line in message.splitlines():
+                problems.append(line)
+                named = re.match(r"key '([^'.]+)", line)
+                from_set.append(bool(named) and named.group(1) in set_keys)
+            continue
+        from_set.append(str(item["loc"][0]) in set_keys)
         if item["type"] == "extra_forbidden":
             top = str(item["loc"][0]) if item["loc"] else loc
             if top in Config.model_fields:
                 problems.append(f"key '{loc}' is not a setting of '{top}'")
             else:
                 problems.append(f"unknown key '{loc}'; {closest(top, valid_keys)}")
-        elif not loc:
-            problems.append(message)
         else:
             shown = REDACTED if loc in SECRET_KEYS else short(given)
             problems.append(f"key '{loc}': {clip(message, 1000)} (given: {shown})")

@@ -251,8 +251,8 @@ class Config(BaseModel):
     @model_validator(mode="after")
     def _across_keys(self) -> Config:
         problems = cross_key_problems(self)
-        if problems:
-            raise ValueError("; ".join(problems))
+        if problems:  # one per line: the error message lists them one by one
+            raise ValueError("\n".join(problems))
         return self
 
     # ---- what the rest of the code takes -----------------------------------------------------

@@ -142,6 +142,26 @@ CONFIG_CASES = [
         ["lr_scheduler=LambdaLR", "lr_scheduler_params={lr_lambda: 'lambda epoch: open'}"],
         "lr_lambda",
     ),
+    (
+        "lr-lambda-zero-division-at-epoch-67",
+        None,
+        [
+            "num_epochs=129",
+            "lr_scheduler=LambdaLR",
+            "lr_scheduler_params={lr_lambda: 'lambda e: 1/(67-e)'}",
+        ],
+        "LambdaLR fails after epoch 66",
+    ),
+    (
+        "lr-lambda-negative-later",
+        None,
+        [
+            "num_epochs=20",
+            "lr_scheduler=LambdaLR",
+            "lr_scheduler_params={lr_lambda: 'lambda e: 1-e/10'}",
+        ],
+        "at epoch 11 is -0.1",
+    ),
     ("set-without-equals", None, ["batch_size"], "KEY=VALUE"),
     ("set-through-a-number", None, ["batch_size.inner=3"], "batch_size"),
     ("output-path-is-a-file", None, ["output_path=a_file"], "output_path"),

@@ -134,7 +134,7 @@ def test_any_lr_lambda_parses_into_finite_factors_or_is_rejected(source):
             value = factor(epoch)
         except LambdaSyntaxError:
             continue
-        assert isinstance(value, float) and math.isfinite(value)
+        assert isinstance(value, float) and math.isfinite(value) and value >= 0
 
 
 CELLS = st.one_of(

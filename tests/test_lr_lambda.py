@@ -74,3 +74,13 @@ def test_works_inside_lambdalr_and_state_dict_is_plain():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**3)
     # A closure is not saved into the state dict, so checkpoints load with weights_only=True.
     assert sched.state_dict()["lr_lambdas"] == [None]
+
+
+def test_a_negative_factor_is_refused_at_the_epoch_it_appears():
+    assert parse_lr_lambda("lambda epoch: 0 * epoch")(3) == 0.0  # a zero rate is allowed
+    with pytest.raises(LambdaSyntaxError, match="at epoch 0 is -1.0, not a finite number >= 0"):
+        parse_lr_lambda("lambda epoch: -1")
+    later = parse_lr_lambda("lambda epoch: 1 - epoch / 2")
+    assert later(2) == 0.0
+    with pytest.raises(LambdaSyntaxError, match="at epoch 3 is -0.5"):
+        later(3)

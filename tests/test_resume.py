@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import train
-from configuration import TEMPLATE_PATH, load_config
+from configuration import TEMPLATE_PATH, checks, load_config
 from models.checkpoint import read_checkpoint
 from models.optimization import build_optimizer, build_scheduler, carry_over_settings
 from utils.errors import UserError
@@ -330,7 +330,14 @@ def test_full_disk_while_writing_a_checkpoint_is_a_message_and_keeps_the_old_one
         ),
     ],
 )
-def test_a_setting_that_fails_at_a_later_epoch_names_key_and_epoch(fast_config, overrides, key):
+def test_a_setting_that_fails_at_a_later_epoch_names_key_and_epoch(
+    fast_config, overrides, key, monkeypatch
+):
+    # The config check steps the schedule through every epoch, so this fails at load time...
+    with pytest.raises(UserError, match=rf"key '{key}': \w+ fails after epoch \d.*num_epochs 4"):
+        fast_config(*TINY, "num_epochs=4", *overrides)
+    # ... and the run itself, the guard behind that check, names key and epoch too.
+    monkeypatch.setattr(checks, "_schedule_problems", lambda *args: [])
     config = fast_config(*TINY, "num_epochs=4", *overrides)
     with pytest.raises(UserError, match=rf"{key}.*after epoch \d") as caught:
         run_training(config, progress_bar=False)
@@ -396,7 +403,7 @@ def test_sigterm_mid_run_exits_143_then_resume_continues(tmp_path, prepared_data
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr
     assert "Traceback" not in stderr
-    assert f"python train.py --resume {run.path}" in stdout
+    assert f"python train.py --resume {run.path}" in stderr
     assert json.loads(run.summary_json.read_text())["interrupted"] is True
     done = read_checkpoint(run.last_checkpoint)["epoch"]
 

@@ -74,6 +74,10 @@ def quiet_lightning() -> None:
     if not any(isinstance(f, _DropAdverts) for f in rank_zero.filters):
         rank_zero.addFilter(_DropAdverts())
     warnings.filterwarnings("ignore", message=_PYTREE_DEPRECATION)
+    # Every number is logged once per epoch, so the step-logging interval does not matter;
+    # the one folder checkpoints go to that already holds some is a resumed run's own.
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 @contextlib.contextmanager

@@ -81,8 +81,10 @@ def parse_lr_lambda(source: str) -> Callable[[int], float]:
     # and checkpoints stay loadable with weights_only=True.
     def lr_lambda(epoch: int) -> float:
         value = float(_evaluate(body, arg_name, float(epoch)))
-        if not math.isfinite(value):
-            raise LambdaSyntaxError(f"the factor at epoch {epoch} is {value}, not a finite number")
+        if not math.isfinite(value) or value < 0:  # a negative rate climbs the loss
+            raise LambdaSyntaxError(
+                f"the factor at epoch {epoch} is {value}, not a finite number >= 0"
+            )
         return value
 
     lr_lambda.source = source  # type: ignore[attr-defined]

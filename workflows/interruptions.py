@@ -212,7 +212,8 @@ def failure_message(err: BaseException, epoch: int) -> str | None:
     if isinstance(err, LambdaSyntaxError) or "utils/lr_lambda.py" in frames:
         return (
             f"key 'lr_scheduler_params.lr_lambda' fails after epoch {epoch} ({detail}). Make the "
-            "expression finite for every epoch up to num_epochs (e.g. 'lambda epoch: 0.955**epoch')"
+            "expression finite and >= 0 for every epoch up to num_epochs (e.g. "
+            "'lambda epoch: 0.955**epoch')"
         )
     if "torch/optim/lr_scheduler.py" in frames:
         return (
