@@ -346,6 +346,9 @@ def test_a_setting_that_fails_at_a_later_epoch_names_key_and_epoch(
         assert f"--resume {runs[0]}" in str(caught.value)
         assert epochs_in(RunFolder(runs[0]).metrics_csv)[0] == 0
         assert read_checkpoint(RunFolder(runs[0]).last_checkpoint)
+        summary = json.loads(RunFolder(runs[0]).summary_json.read_text())
+        assert key in summary["failed"] and summary["epochs_run"] >= 1
+        assert summary["interrupted"] is False and summary["best_epoch"] == 0
     else:
         assert "no run folder was kept" in str(caught.value)
 

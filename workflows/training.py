@@ -126,6 +126,13 @@ def run_training(
         config.architecture, data.num_classes, config.img_channels, **config.arch_options()
     )
     transfer = start.initialise(net, data.class_names, config) if start else None
+    origin = {}  # where the weights came from, for summary.json
+    if start is not None:
+        origin = {
+            "init_from": str(start.path),
+            "init_from_weights": transfer.as_dict() if transfer else None,
+            "freeze_epochs": config.freeze_epochs,
+        }
     loss_fn = build_loss(config.loss_function, config.loss_params)
     preflight(data, net, loss_fn, config.loss_function, config.architecture)
     pl.seed_everything(config.seed, workers=True, verbose=False)  # as if preflight never ran
@@ -221,19 +228,27 @@ def run_training(
         if created and not metrics_csv.rows:
             run.remove()
     except BaseException as err:
-        finish_trackers(trackers, status="FAILED")
         if created and not metrics_csv.rows:  # not one epoch finished: nothing worth keeping
             run.remove()
         if isinstance(err, torch.OutOfMemoryError):
-            raise UserError(
+            message = (
                 f"the {trainer.strategy.root_device.type.upper()} ran out of memory with "
                 f"batch_size {config.batch_size} and image_size {config.image_size}. Lower "
                 f"batch_size (e.g. --set batch_size={max(1, config.batch_size // 2)}) or "
                 "image_size."
-            ) from None
-        message = failure_message(err, trainer.current_epoch)
+            )
+        else:
+            message = failure_message(err, trainer.current_epoch)
+        summary = None
+        if run.path.is_dir() and trainer.is_global_zero:  # the kept epochs, and why they ended
+            summary = summary_of(run, config, num_params, metrics_csv.rows, started, origin)
+            summary.update(early_stopped=False, failed=message or f"{type(err).__name__}: {err}")
+            run.write_summary(summary)
+        finish_trackers(trackers, run if summary else None, summary, status="FAILED")
         if message is None:
             raise
+        if isinstance(err, torch.OutOfMemoryError):
+            raise UserError(message) from None
         raise UserError(message + _what_was_kept(run, metrics_csv.rows)) from None
     if stopped_by is not None and not run.path.is_dir():
         finish_trackers(trackers, status="KILLED")
@@ -242,21 +257,11 @@ def run_training(
             "folder was kept.",
             exit_code=stopped_by.exit_code,
         )
-    summary = summarize_run(
-        run,
-        config.architecture,
-        num_params,
-        metrics_csv.rows,
+    summary = summary_of(run, config, num_params, metrics_csv.rows, started, origin)
+    summary.update(
         early_stopped=stopper.stopped_epoch > 0,
         interrupted=trainer.interrupted or stopped_by is not None,
-        seconds=time.time() - started,
     )
-    summary["seed"] = config.seed
-    if start is not None:  # where the weights came from
-        summary["init_from"] = str(start.path)
-        summary["init_from_weights"] = transfer.as_dict() if transfer else None
-        summary["freeze_epochs"] = config.freeze_epochs
-    summary["tags"], summary["description"] = list(config.tags), config.description
     if trainer.is_global_zero:
         run.write_summary(summary)
         finish_trackers(trackers, run, summary, "KILLED" if summary["interrupted"] else "FINISHED")
@@ -264,6 +269,26 @@ def run_training(
     return RunResult(
         run=run, summary=summary, is_main=trainer.is_global_zero, stopped_by=stopped_by
     )
+
+
+def summary_of(
+    run: RunFolder,
+    config: Config,
+    num_params: int,
+    rows: list[dict[str, Any]],
+    started: float,
+    origin: dict[str, Any],
+) -> dict[str, Any]:
+    """``summary.json`` of a run that ended normally: the epoch figures, its seed, where its
+    weights came from (``origin``), tags and description; ``failed`` is set when it did not."""
+    summary = summarize_run(
+        run, config.architecture, num_params, rows, False, seconds=time.time() - started
+    )
+    summary["seed"] = config.seed
+    summary.update(origin)
+    summary["tags"], summary["description"] = list(config.tags), config.description
+    summary["failed"] = None
+    return summary
 
 
 def _what_was_kept(run: RunFolder, rows: list[dict[str, Any]]) -> str:
