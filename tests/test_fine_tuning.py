@@ -23,7 +23,7 @@ from models.transfer import class_dependent_names
 from utils.errors import UserError
 from workflows.evaluation import evaluate_checkpoint
 from workflows.export import app_metadata, export_checkpoint
-from workflows.fine_tuning import resolve_init_from
+from workflows.fine_tuning import _new_head, resolve_init_from
 from workflows.prediction import predict_paths
 from workflows.training import run_training
 
@@ -239,3 +239,10 @@ def test_freeze_without_init_from_and_missing_checkpoint_are_user_errors(tmp, ph
         resolve_init_from(config_for(tmp / "f", photos, "freeze_epochs=2"))
     with pytest.raises(UserError, match="does not exist"):
         resolve_init_from(config_for(tmp / "f", photos, f"init_from={tmp / 'nope.ckpt'}"))
+
+
+def test_the_log_says_why_the_output_layer_is_new():
+    assert _new_head(["a", "b", "c"], ["a", "b"]) == (
+        "; the output layer is new, for 3 classes (the checkpoint has 2)"
+    )
+    assert "named otherwise than the checkpoint's" in _new_head(["a", "x"], ["a", "b"])

@@ -69,10 +69,7 @@ class StartingPoint:
             + len(transfer.reinitialised)
             + len(transfer.mismatched)
             + len(transfer.missing),
-            ""
-            if same_classes
-            else f"; the output layer is new for {len(class_names)} classes (the checkpoint "
-            f"has {self.meta.num_classes})",
+            "" if same_classes else _new_head(class_names, self.meta.class_names),
         )
         if transfer.mismatched or transfer.missing:
             log.warning(
@@ -268,3 +265,11 @@ def head_first(config: Config) -> list[HeadFirst]:
         return []
     head = class_dependent_names(config.architecture, config.img_channels, **config.arch_options())
     return [HeadFirst(head, config.freeze_epochs)]
+
+
+def _new_head(class_names: list[str], before: list[str]) -> str:
+    if len(class_names) != len(before):
+        why = f"{len(class_names)} classes (the checkpoint has {len(before)})"
+    else:
+        why = f"{len(class_names)} classes, named otherwise than the checkpoint's"
+    return f"; the output layer is new, for {why}"

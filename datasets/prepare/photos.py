@@ -56,7 +56,7 @@ DETAIL_KINDS: dict[str, tuple[str, bool]] = {
     "no_test_images": ("classes without test images", True),
     "converted": ("images converted to JPEG", False),
     "straightened": ("EXIF-rotated photos straightened", False),
-    "renamed": ("images renamed, their name was taken", False),
+    "renamed": ("images renamed (the name was taken, or the file became a JPEG)", False),
     "nested": ("images in folders nested in a class folder, kept in that class", False),
 }
 
