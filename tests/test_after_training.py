@@ -397,3 +397,14 @@ def test_readme_example_outputs_have_the_shape_of_real_output(
         real = [line for line in printed.out.splitlines() if line.strip()] + errors  # no bars
         expected = [line for line in readme_lines if line.strip()]
         assert [line_shape(x) for x in real] == [line_shape(x) for x in expected], words
+
+
+def test_export_never_writes_over_a_checkpoint(run, tmp_path, capsys):
+    result, _ = run
+    before = result.best_checkpoint.read_bytes()
+    for output in (result.best_checkpoint, tmp_path / "model.ckpt"):
+        argv = ["--checkpoint", str(result.best_checkpoint), "--output", str(output)]
+        assert exit_code(export_cli.main, argv) == 2
+        assert "would overwrite a checkpoint" in capsys.readouterr().err
+    assert result.best_checkpoint.read_bytes() == before
+    assert not (tmp_path / "model.ckpt").exists()

@@ -12,6 +12,7 @@ import yaml
 from PIL import Image
 
 import compare_experiments
+from utils.errors import UserError
 from workflows.comparison import find_runs, run_comparison, table
 
 HEADER = "epoch,train_loss,train_acc,valid_loss,valid_acc,lr\n"
@@ -99,3 +100,11 @@ def test_a_missing_folder_is_a_user_error(tmp_path, capsys):
         compare_experiments.run_cli(lambda: compare_experiments.main([str(tmp_path / "missing")]))
     assert stop.value.code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_report_folder_that_cannot_be_written_is_a_user_error(output, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    for out in (tmp_path / "a_file", tmp_path / "a_file" / "below"):
+        with pytest.raises(UserError, match="cannot write the report to .*--out DIR"):
+            run_comparison([str(output)], out=str(out))
+    assert (tmp_path / "a_file").read_text() == "x"

@@ -278,8 +278,17 @@ def write_report(
     records: list[RunRecord], out_dir: Path, notes: list[str] | None = None
 ) -> dict[str, Path]:
     """``summary.md``, ``summary.csv`` and the three plots in ``out_dir``; returns their paths."""
+    try:
+        return _write_report(records, Path(out_dir), notes)
+    except OSError as err:
+        raise UserError(
+            f"cannot write the report to '{out_dir}' ({err.strerror or err}). Choose a folder "
+            "you can write to (compare_experiments.py --out DIR; a sweep's is under output_path)."
+        ) from None
+
+
+def _write_report(records: list[RunRecord], out_dir: Path, notes: list[str] | None):
     columns, rows = table(records)
-    out_dir = Path(out_dir)
     md = "# Runs compared\n\n" + markdown_table(columns, rows)
     md += "\n`*` best run (highest max_valid_acc). Figures from each run's metrics.csv.\n"
     if notes:

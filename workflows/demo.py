@@ -13,6 +13,7 @@ from pathlib import Path
 from configuration import TEMPLATE_PATH, load_config
 from datasets.prepare import prepare_dataset
 from datasets.sample_data import make_sample_raw
+from utils.errors import UserError
 from utils.files import write_yaml_atomic
 from utils.logger import setup_logging
 from workflows.evaluation import evaluate_checkpoint
@@ -34,9 +35,16 @@ DEMO_OVERRIDES = (
 )
 
 
+# Marks a folder as the demo's own: only such a folder (or a new or empty one) is written to,
+# because the demo replaces its raw/, stanford/ and config.yml.
+DEMO_MARK = ".cars-demo"
+
+
 def run_demo(demo_dir: str | Path, epochs: int | None = None, classes: int = 6) -> dict:
-    """Run the demo in ``demo_dir``; returns the paths of everything it made."""
+    """Run the demo in ``demo_dir`` (new, empty, or an earlier demo's); returns the paths of
+    everything it made."""
     demo_dir = Path(demo_dir)
+    _claim(demo_dir)
     raw_dir = demo_dir / "raw"
     data_dir = demo_dir / "stanford"
     print(f"[1/6] Building a sample Stanford Cars download ('updated' format) in {raw_dir}")
@@ -77,6 +85,27 @@ def run_demo(demo_dir: str | Path, epochs: int | None = None, classes: int = 6) 
     outputs = {"run_dir": str(result.run_dir), "best_checkpoint": str(result.best_checkpoint)}
     outputs.update(_after_training(result.best_checkpoint, data_dir))
     return outputs
+
+
+def _claim(demo_dir: Path) -> None:
+    """Make ``demo_dir`` the demo's, refusing a file or a folder holding anything else."""
+    shown = str(demo_dir) or "."
+    if demo_dir.exists() and not demo_dir.is_dir():
+        raise UserError(f"--dir '{shown}' is a file. Pass a new folder, e.g. --dir demo.")
+    if demo_dir.is_dir() and any(demo_dir.iterdir()) and not (demo_dir / DEMO_MARK).is_file():
+        raise UserError(
+            f"--dir '{shown}' holds files the demo did not make, and the demo replaces raw/, "
+            "stanford/ and config.yml in its folder. Pass a new or empty folder (e.g. --dir "
+            "demo2), or delete this one if an earlier version of the demo made it."
+        )
+    try:
+        demo_dir.mkdir(parents=True, exist_ok=True)
+        (demo_dir / DEMO_MARK).write_text("made by demo.py, which may replace what is here\n")
+    except OSError as err:
+        raise UserError(
+            f"cannot write the demo folder '{shown}' ({err.strerror or err}). Pass a folder you "
+            "can write to with --dir."
+        ) from None
 
 
 def _after_training(checkpoint: Path, data_dir: Path) -> dict:

@@ -228,7 +228,14 @@ def _output_path(checkpoint: str | Path, fmt: str, output: str | Path | None) ->
     if output is None:
         return RunFolder.of_checkpoint(checkpoint).export / default_name
     path = Path(output)
-    return path / default_name if path.is_dir() else path
+    path = path / default_name if path.is_dir() else path
+    if path.suffix == ".ckpt" or path.resolve() == Path(checkpoint).resolve():
+        raise UserError(
+            f"--output '{path}' would overwrite a checkpoint with the exported model. Name a "
+            f"{FORMATS[fmt]} file or a folder, or leave --output out ({default_name} in the "
+            "run's export/ folder)."
+        )
+    return path
 
 
 # ---- ONNX ---------------------------------------------------------------------------------------
