@@ -29,7 +29,38 @@ _SPELLINGS = {"out_channels": "output_channels", "output_channels": "out_channel
 
 class ConfigLoader(yaml.SafeLoader):
     """YAML's safe loader, but ``1e-3`` is a float (YAML 1.1 wants ``1.0e-3`` and would read it
-    as a string, so ``lr: 1e-3`` would fail with a puzzling message)."""
+    as a string, so ``lr: 1e-3`` would fail with a puzzling message), and a key given twice in
+    one mapping is an error (YAML would silently keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if (
+                not isinstance(key_node, yaml.ScalarNode)
+                or key_node.tag == "tag:yaml.org,2002:merge"
+            ):
+                continue
+            key = key_node.value
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"key '{key}' is given twice (first on line {first_line[key]}); "
+                    "remove one of them",
+                    problem_mark=key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """What is wrong and where (line and column), on one line."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is None or problem is None:
+        return clip(err, 2000)
+    context = getattr(err, "context", None)
+    text = f"{problem} ({context})" if context else problem
+    if "'\\t'" in problem:
+        text += "; indent with spaces, not tabs"
+    return f"{clip(text, 1000)} at line {mark.line + 1}, column {mark.column + 1}"
 
 
 ConfigLoader.add_implicit_resolver(
@@ -83,8 +114,7 @@ def _load_text(text: str, path: Path, overrides, data_path: str | None) -> Confi
         raw = yaml.load(text, Loader=ConfigLoader)
     except yaml.YAMLError as err:
         raise UserError(
-            f"config file '{path}' is not valid YAML: {clip(err, 2000)}. Fix the syntax at the "
-            "place shown."
+            f"config file '{path}' is not valid YAML: {yaml_problem(err)}. Fix it there."
         ) from None
     check_expansion(raw, f"config file '{path}'")
     if raw is None:
@@ -121,7 +151,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
             value = yaml.load(text, Loader=ConfigLoader) if text.strip() else None
         except yaml.YAMLError as err:
             raise UserError(
-                f"--set '{shown}': the value is not valid YAML ({mask(clip(err, 2000), secrets)})."
+                f"--set '{shown}': the value is not valid YAML ({mask(yaml_problem(err), secrets)})."
                 " Quote it or fix it."
             ) from None
         check_expansion(value, f"--set '{shown}'")

@@ -79,6 +79,8 @@ CONFIG_CASES = [
     ),
     ("config-50-mb", _fifty_mb_config, [], "50.0 MB; a config is a few KB"),
     ("not-a-mapping", "- batch_size\n- 4\n", [], "mapping"),
+    ("duplicate-key", "batch_size: 4\nnum_epochs: 3\nbatch_size: 999\n", [], "given twice"),
+    ("tab-indent", "optimizer_params:\n\tlr: 0.1\n", [], "not tabs"),
     ("python-tag", f"seed: !!python/object/apply:os.system ['touch {MARKER}']\n", [], "YAML"),
     ("unknown-key", None, ["num_epoch=3"], "num_epochs"),
     ("wrong-type", None, ["batch_size=many"], "batch_size"),
