@@ -132,6 +132,18 @@ def test_a_failed_run_is_reported_and_the_sweep_goes_on(config_file, monkeypatch
     assert "failed" in result.table and "became NaN" in result.table
 
 
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [("bach_size=1,2", "did you mean 'batch_size'"), ("batch_size=4,abc", "batch_size")],
+)
+def test_a_bad_key_or_value_fails_before_any_run(config_file, monkeypatch, spec, fragment):
+    monkeypatch.setattr(sweep, "run_training", lambda *a, **k: pytest.fail("a run started"))
+    with pytest.raises(
+        UserError, match=rf"--sweep {spec.split(',')[0].split('=')[0]}=.*{fragment}"
+    ):
+        run_sweep(config_file, [], None, [spec])
+
+
 @pytest.mark.slow  # two fresh interpreters importing torch
 def test_two_processes_train_each_combination_once(config_file, tmp_path):
     script = tmp_path / "worker.py"

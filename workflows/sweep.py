@@ -156,6 +156,13 @@ def run_sweep(
         )
     if trials is not None and trials < 1:
         raise UserError(f"--trials must be at least 1, got {trials}.")
+    for axis in axes:  # a typo in a key or value fails now, not as every run of the sweep
+        for value in (axis.low, axis.high) if axis.is_range else axis.values:
+            setting = f"{axis.key}={json.dumps(value)}"
+            try:
+                load_config(config_path, [*overrides, setting], data_path)
+            except UserError as err:
+                raise UserError(f"--sweep {setting}: {err}") from None
     name = sweep_name(axes, search=trials is not None, base=base)
     overrides = [*overrides, *_one_device(base)]
     url = storage_url(base, storage)
