@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from configuration import DEFAULT_CONFIG, TEMPLATE_PATH, load_config
+from configuration.checks import MAX_IMAGE_SIDE
 from models.arch_dict import ARCH_OPTIONS, ARCHITECTURES, architecture_options
 from utils.cli import add_set_argument
 from utils.errors import UserError, run_cli
@@ -88,10 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         names = args.architecture
     else:
         names = [config.architecture]
-    if args.image_size is not None and min(args.image_size) < 1:
+    sides = args.image_size
+    if sides is not None and not all(1 <= side <= MAX_IMAGE_SIDE for side in sides):
         raise UserError(
-            f"--image-size must be two positive integers, got {args.image_size[0]} "
-            f"{args.image_size[1]}. Pass e.g. --image-size 227 227."
+            f"--image-size must be two whole numbers from 1 to {MAX_IMAGE_SIDE}, got "
+            f"{args.image_size[0]} {args.image_size[1]}. Pass e.g. --image-size 227 227."
         )
     image_size = args.image_size or list(config.image_size)
     img_channels = args.img_channels

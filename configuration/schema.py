@@ -124,8 +124,10 @@ class Config(BaseModel):
     batch_size: int = Field(64, gt=0)
     num_epochs: int = Field(200, gt=0)
     dropout: float | None = Field(0.2, ge=0, lt=1)
-    out_channels: int | None = Field(320, gt=0)
-    width_mult: float | None = Field(None, gt=0)
+    # Bounded so that a typo cannot build a network that fills the memory (GhostNet at
+    # width_mult 4 already has about 16 times the parameters).
+    out_channels: int | None = Field(320, gt=0, le=16384)
+    width_mult: float | None = Field(None, gt=0, le=4)
 
     # Optimisation
     optimizer: str = "AdamW"

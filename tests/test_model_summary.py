@@ -109,13 +109,22 @@ def test_main_unknown_architecture_exits_2(capsys):
     assert "unknown architecture 'nope'" in capsys.readouterr().err
 
 
-def test_main_bad_image_size_exits_2(capsys):
+@pytest.mark.parametrize("sides", [["0", "224"], ["100000", "100000"]])
+def test_main_bad_image_size_exits_2(capsys, sides):
     with pytest.raises(SystemExit) as info:
         model_summary.run_cli(
-            lambda: model_summary.main(["-c", str(TEMPLATE_PATH), "--image-size", "0", "224"])
+            lambda: model_summary.main(["-c", str(TEMPLATE_PATH), "--image-size", *sides])
         )
     assert info.value.code == 2
-    assert "--image-size" in capsys.readouterr().err
+    assert "--image-size must be two whole numbers from 1 to 4096" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting", ["width_mult=100", "out_channels=1000000000"])
+def test_a_network_too_wide_to_build_is_refused_before_it_is_built(capsys, setting):
+    with pytest.raises(SystemExit) as info:
+        model_summary.run_cli(lambda: model_summary.main(["--repeats", "0", "--set", setting]))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "less than or equal to" in err, err
 
 
 def test_main_argparse_error_exits_2():
