@@ -152,7 +152,7 @@ class Config(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
     # Fine-tuning from a trained checkpoint (see workflows/fine_tuning.py)
-    init_from: str | None = None  # a .ckpt written by train.py; its weights start the run
+    init_from: str | None = None  # a .ckpt written by train.py (or its run folder)
     freeze_epochs: int = Field(0, ge=0)  # epochs that train only the classifier head
 
     # Early stopping: epochs without a lower valid_loss before a run stops. None: 15, or 3x
@@ -205,6 +205,16 @@ class Config(BaseModel):
     def _image_size(cls, value: list[int]) -> list[int]:
         if any(v < 8 for v in value):
             raise ValueError(f"expected [height, width] of at least 8 pixels each, got {value}")
+        return value
+
+    @field_validator("init_from")
+    @classmethod
+    def _init_from(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                "empty; give a checkpoint (a .ckpt file or a run folder), or null to train from "
+                "scratch"
+            )
         return value
 
     @field_validator("architecture")

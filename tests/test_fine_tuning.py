@@ -239,6 +239,13 @@ def test_freeze_without_init_from_and_missing_checkpoint_are_user_errors(tmp, ph
         resolve_init_from(config_for(tmp / "f", photos, "freeze_epochs=2"))
     with pytest.raises(UserError, match="does not exist"):
         resolve_init_from(config_for(tmp / "f", photos, f"init_from={tmp / 'nope.ckpt'}"))
+    with pytest.raises(UserError, match="init_from.*empty; give a checkpoint"):
+        config_for(tmp / "f", photos, "init_from=''")
+
+
+def test_a_run_folder_starts_from_its_best_checkpoint(tmp, source, photos):
+    _, start = resolve_init_from(config_for(tmp / "r", photos, f"init_from={source.parent.parent}"))
+    assert start.path == source.parent / "best.ckpt"
 
 
 def test_the_log_says_why_the_output_layer_is_new():

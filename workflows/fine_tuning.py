@@ -31,6 +31,7 @@ from models.arch_dict import architecture_options
 from models.checkpoint import CheckpointMeta, network_from, read_checkpoint
 from models.transfer import Transfer, class_dependent_names, transfer_weights
 from utils.errors import UserError
+from workflows.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def resolve_init_from(config: Config) -> tuple[Config, StartingPoint | None]:
                 "checkpoint (train.py --init-from PATH), or freeze_epochs to 0."
             )
         return config, None
-    path = Path(config.init_from).expanduser()
+    path = RunFolder.checkpoint_of(Path(config.init_from).expanduser())  # a run: its best
     net, meta = network_from(read_checkpoint(path))
     updates: dict[str, Any] = {}
     conflicts = _architecture(config, meta, updates)
