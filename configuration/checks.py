@@ -131,6 +131,12 @@ MAX_CHECKED_EPOCHS = 10_000
 def _schedule_problems(config: Any, optimizer: Any, scheduler: Any) -> list[str]:
     """The first epoch after which the scheduler fails or its rate stops being a number >= 0."""
     key = "lr_scheduler_params"
+    milestones = (config.lr_scheduler_params or {}).get("milestones")
+    if milestones is not None and not (
+        isinstance(milestones, list)
+        and all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in milestones)
+    ):  # MultiStepLR would take 'abc' as three milestones that never come
+        return [f"key '{key}.milestones': expected a list of epochs, got {milestones!r}"]
     if "lr_lambda" in (config.lr_scheduler_params or {}):
         key += ".lr_lambda"
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)

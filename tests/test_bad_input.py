@@ -164,6 +164,7 @@ CONFIG_CASES = [
         ],
         "at epoch 11 is -0.1",
     ),
+    ("milestones-not-a-list", None, ["lr_scheduler_params.milestones=abc"], "list of epochs"),
     ("set-without-equals", None, ["batch_size"], "KEY=VALUE"),
     ("set-through-a-number", None, ["batch_size.inner=3"], "batch_size"),
     ("output-path-is-a-file", None, ["output_path=a_file"], "output_path"),
