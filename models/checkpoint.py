@@ -102,10 +102,18 @@ def read_checkpoint(path: str | Path) -> dict:
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise UserError(
+            f"checkpoint '{path}' cannot be read: permission denied. Give your user read "
+            "access to it (or copy it somewhere you can read)."
+        ) from None
     except Exception as err:  # a truncated or foreign file: say so instead of a traceback
-        first_line = (str(err).strip().splitlines() or [""])[0][:160]
+        # torch's texts run on over several sentences: the first one says what went wrong
+        first_line = (str(err).strip().splitlines() or [""])[0].split(". ")[0][:160]
         if isinstance(err, pickle.UnpicklingError):  # torch's text suggests weights_only=False
             first_line = "not plain data: not a checkpoint, or one that needs code to load"
+        elif isinstance(err, EOFError) or "zip archive" in first_line:
+            first_line = "incomplete: cut short when written or copied, or another kind of file"
         raise UserError(
             f"checkpoint '{path}' could not be read as a checkpoint ({type(err).__name__}: "
             f"{first_line}). Pass a complete .ckpt file written by train.py; files that would "

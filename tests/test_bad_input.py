@@ -9,12 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 import evaluate
 import export_model
 import predict
 import train
-from utils.errors import run_cli
+from models.checkpoint import read_checkpoint
+from utils.errors import UserError, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "pwned_marker"
@@ -253,6 +255,23 @@ def test_a_checkpoint_that_is_not_ours(tmp_path, monkeypatch, capsys, module, ar
     argv = [a.format(ckpt=ckpt, images=images) for a in argv]
     code, err = run_script(module, argv, capsys)
     _check_clean_failure(code, err, "checkpoint", tmp_path)
+
+
+def test_a_cut_short_or_unreadable_checkpoint_says_which(tmp_path, monkeypatch):
+    fixture = next((ROOT / "tests" / "data").rglob("*.ckpt"))
+    cut = tmp_path / "cut.ckpt"
+    data = fixture.read_bytes()
+    for length in (100, len(data) // 2):
+        cut.write_bytes(data[:length])
+        with pytest.raises(UserError, match=r"Error: incomplete: cut short when written"):
+            read_checkpoint(cut)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(torch, "load", denied)
+    with pytest.raises(UserError, match="cannot be read: permission denied. Give your user"):
+        read_checkpoint(fixture)
 
 
 def test_predict_on_a_folder_without_images(tmp_path, monkeypatch, capsys, prepared_data):
