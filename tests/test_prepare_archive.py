@@ -41,6 +41,11 @@ def test_archive_has_one_stanford_folder_with_the_prepared_files(prepared_data, 
     assert [p.name for p in archive.parent.iterdir()] == ["stanford.tar.gz"]  # no temp file
 
 
+def test_an_archive_path_that_is_a_folder_gets_the_archive_inside(prepared_data, tmp_path):
+    archive = write_colab_archive(prepared_data, tmp_path)
+    assert archive == tmp_path / "stanford.tar.gz" and tarfile.is_tarfile(archive)
+
+
 def test_archive_of_a_folder_that_is_not_prepared_is_a_user_error(tmp_path):
     (tmp_path / "half" / "train").mkdir(parents=True)
     with pytest.raises(UserError, match="test, train_labels.csv, test_labels.csv missing"):

@@ -42,9 +42,12 @@ def write_colab_archive(
     prepared_dir: str | Path, archive_path: str | Path = DEFAULT_ARCHIVE
 ) -> Path:
     """Pack ``prepared_dir`` as ``archive_path`` (a .tar.gz with one top-level ``stanford/``
-    folder, whatever the prepared folder is called); written beside, then renamed into place."""
+    folder, whatever the prepared folder is called; a folder gets ``stanford.tar.gz`` in it);
+    written beside, then renamed into place."""
     entries = archive_entries(prepared_dir)
     archive_path = Path(archive_path)
+    if archive_path.is_dir():  # a folder to put it in
+        archive_path = archive_path / DEFAULT_ARCHIVE.name
     try:
         archive_path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
