@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from utils.cli import path_text
 from utils.errors import run_cli
 from utils.text import shown_path
 from workflows.comparison import run_comparison
@@ -23,12 +24,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("paths", nargs="*", help="run folders or folders of runs")
+    parser.add_argument("paths", nargs="*", type=path_text, help="run folders or folders of runs")
     parser.add_argument("--tag", default=None, help="only runs with this tag (e.g. 4.2.11)")
     parser.add_argument("--sweep", default=None, metavar="NAME", help="only this sweep's runs")
-    parser.add_argument("--out", default=None, help="report folder")
+    parser.add_argument("--out", type=path_text, default=None, help="report folder")
     parser.add_argument(
-        "-c", "--config", default=None, help="config whose output_path is the default folder"
+        "-c",
+        "--config",
+        type=path_text,
+        default=None,
+        help="config whose output_path is the default folder",
     )
     return parser.parse_args(argv)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from utils.cli import positive_int
+from utils.cli import path_text, positive_int
 from utils.errors import run_cli
 from workflows.demo import run_demo
 
@@ -17,7 +17,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dir", default="demo", help="folder for the demo's files (default: demo)")
+    parser.add_argument(
+        "--dir", type=path_text, default="demo", help="folder for the demo's files (default: demo)"
+    )
     parser.add_argument(
         "--epochs", type=positive_int, default=None, help="training epochs (default: 12)"
     )

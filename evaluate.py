@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from utils.cli import checkpoint_parser, non_negative_int, positive_int
+from utils.cli import checkpoint_parser, non_negative_int, path_text, positive_int
 from utils.errors import run_cli
 from utils.text import shown_path
 from workflows.evaluation import evaluate_checkpoint
@@ -26,6 +26,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "-d",
         "--data-path",
+        type=path_text,
         default=None,
         help="prepared data folder (default: stanford_data_path from the run's config.yml)",
     )
@@ -33,6 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument(
         "--out",
+        type=path_text,
         default=None,
         help="output folder (default: <run>/evaluation/<checkpoint name>-<split>)",
     )

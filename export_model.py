@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from utils.cli import checkpoint_parser
+from utils.cli import checkpoint_parser, path_text
 from utils.errors import run_cli
 from utils.text import shown_path
 from workflows.export import export_checkpoint
@@ -21,7 +21,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = checkpoint_parser(__doc__)
     parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     parser.add_argument(
-        "--output", default=None, help="output file (default: <run>/export/model.onnx or .pt)"
+        "--output",
+        type=path_text,
+        default=None,
+        help="output file (default: <run>/export/model.onnx or .pt)",
     )
     parser.add_argument(
         "--opset",

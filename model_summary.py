@@ -15,7 +15,7 @@ from pathlib import Path
 from configuration import DEFAULT_CONFIG, TEMPLATE_PATH, load_config
 from configuration.checks import MAX_IMAGE_SIDE
 from models.arch_dict import ARCH_OPTIONS, ARCHITECTURES, architecture_options
-from utils.cli import add_set_argument
+from utils.cli import add_set_argument, path_text
 from utils.errors import UserError, run_cli
 from workflows.model_report import format_table, summarize
 
@@ -28,6 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "-c",
         "--config",
+        type=path_text,
         default=None,
         help=f"config file (default: {DEFAULT_CONFIG}, or config_template.yml when "
         f"{DEFAULT_CONFIG} does not exist)",

@@ -15,7 +15,7 @@ import argparse
 
 from configuration import load_config
 from datasets.normalization import DEFAULT_METHOD, METHODS, normalization_report
-from utils.cli import add_set_argument
+from utils.cli import add_set_argument, path_text
 from utils.errors import run_cli
 
 
@@ -24,10 +24,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "-c", "--config", default="config.yml", help="config file (default: config.yml)"
+        "-c",
+        "--config",
+        type=path_text,
+        default="config.yml",
+        help="config file (default: config.yml)",
     )
     parser.add_argument(
-        "-d", "--data-path", default=None, help="prepared data folder; overrides stanford_data_path"
+        "-d",
+        "--data-path",
+        type=path_text,
+        default=None,
+        help="prepared data folder; overrides stanford_data_path",
     )
     parser.add_argument(
         "--method",

@@ -15,14 +15,16 @@ import argparse
 import json
 import sys
 
-from utils.cli import checkpoint_parser
+from utils.cli import checkpoint_parser, path_text
 from utils.errors import run_cli
 from workflows.prediction import predict_paths
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = checkpoint_parser(__doc__)
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    parser.add_argument(
+        "paths", nargs="+", type=path_text, metavar="PATH", help="image files or folders"
+    )
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(

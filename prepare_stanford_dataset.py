@@ -23,6 +23,7 @@ from configuration import Config, load_config
 from datasets.prepare import PrepareReport, prepare_dataset
 from datasets.prepare.colab_archive import DEFAULT_ARCHIVE, write_colab_archive
 from datasets.prepare.photos import DEFAULT_SEED, DEFAULT_TEST_FRACTION, DETAIL_KINDS
+from utils.cli import path_arg, path_text
 from utils.errors import UserError, run_cli
 from utils.logger import setup_logging
 from utils.text import shown_path
@@ -38,13 +39,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "-c",
         "--config",
+        type=path_text,
         default="config.yml",
         help="config file with stanford_raw_data_path and stanford_data_path "
         "(default: config.yml; with --raw-dir and --out-dir both given, only its logging_dir "
         "and loglevel are used, and only if it exists)",
     )
-    parser.add_argument("--raw-dir", type=Path, help="folder holding the downloaded raw files")
-    parser.add_argument("--out-dir", type=Path, help="folder to write the prepared dataset to")
+    parser.add_argument("--raw-dir", type=path_arg, help="folder holding the downloaded raw files")
+    parser.add_argument("--out-dir", type=path_arg, help="folder to write the prepared dataset to")
     parser.add_argument(
         "--force", action="store_true", help="rebuild even if the output is already prepared"
     )
@@ -70,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--archive",
         nargs="?",
         const=DEFAULT_ARCHIVE,
-        type=Path,
+        type=path_arg,
         metavar="PATH",
         help=f"also pack the prepared folder for train_colab.ipynb as PATH (default: "
         f"{DEFAULT_ARCHIVE.as_posix()}), with one top-level stanford/ folder",

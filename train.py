@@ -12,7 +12,7 @@ import json
 import sys
 
 from configuration import load_config
-from utils.cli import add_set_argument
+from utils.cli import add_set_argument, path_text
 from utils.errors import UserError, run_cli
 from utils.logger import setup_logging
 from utils.text import shown_path
@@ -30,11 +30,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "-c",
         "--config",
+        type=path_text,
         default=None,
         help="config file (default: config.yml; with --resume, the run's own config.yml)",
     )
     parser.add_argument(
-        "-d", "--data-path", default=None, help="prepared data folder; overrides stanford_data_path"
+        "-d",
+        "--data-path",
+        type=path_text,
+        default=None,
+        help="prepared data folder; overrides stanford_data_path",
     )
     add_set_argument(parser, "optimizer_params.lr=0.01")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -42,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--init-from",
         metavar="CHECKPOINT",
+        type=path_text,
         default=None,
         help="start from a trained checkpoint's weights (sets init_from); the output layer is "
         "new when the data's classes differ",
@@ -49,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--resume",
         metavar="PATH|last",
+        type=path_text,
         default=None,
         help="continue a stopped run: its folder, one of its checkpoints, or 'last' (the newest "
         "run under output_path)",

@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import compare_experiments
+import demo
 import evaluate
 import export_model
 import predict
+import prepare_stanford_dataset
 import train
 from models.checkpoint import read_checkpoint
 from utils.errors import UserError, run_cli
@@ -255,6 +258,24 @@ def test_a_checkpoint_that_is_not_ours(tmp_path, monkeypatch, capsys, module, ar
     argv = [a.format(ckpt=ckpt, images=images) for a in argv]
     code, err = run_script(module, argv, capsys)
     _check_clean_failure(code, err, "checkpoint", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        (train, ["--init-from="]),
+        (train, ["-c", ""]),
+        (evaluate, ["--checkpoint="]),
+        (predict, ["--checkpoint", "x.ckpt", ""]),
+        (export_model, ["--checkpoint", "x.ckpt", "--output", ""]),
+        (prepare_stanford_dataset, ["--raw-dir", "", "--out-dir", "out"]),
+        (compare_experiments, ["--out", ""]),
+        (demo, ["--dir", " "]),
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(capsys, module, argv):
+    code, err = run_script(module, argv, capsys)
+    assert code == 2 and "expected a path, got an empty string" in err
 
 
 def test_a_cut_short_or_unreadable_checkpoint_says_which(tmp_path, monkeypatch):

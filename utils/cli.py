@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def _int_at_least(text: str, minimum: int) -> int:
@@ -13,6 +14,18 @@ def _int_at_least(text: str, minimum: int) -> int:
     if value < minimum:
         raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
     return value
+
+
+def path_text(text: str) -> str:
+    """A path that is not empty: an empty one would quietly mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
+def path_arg(text: str) -> Path:
+    """``path_text`` as a Path."""
+    return Path(path_text(text))
 
 
 def positive_int(text: str) -> int:
@@ -33,6 +46,7 @@ def checkpoint_parser(description: str | None) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--checkpoint",
+        type=path_text,
         required=True,
         help="a .ckpt file written by train.py, or a run folder (its checkpoints/best.ckpt)",
     )
