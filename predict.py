@@ -6,7 +6,8 @@ PATH is an image file (JPEG, PNG, BMP, WebP; RGB, grayscale or CMYK) or a folder
 sorted; not recursive). Prints the top-k classes per image with their softmax probabilities;
 --json prints one JSON list of {"path", "predictions": [{"class_id", "class_name",
 "probability"}, ...]}, where class_id is the 0-based class index (the labels CSV's `class` is
-class_id + 1). Files that cannot be read are reported on stderr and make the exit code 1.
+class_id + 1). Files that cannot be read are reported on stderr and make the exit code 1
+(2 when no image could be predicted).
 """
 
 from __future__ import annotations
@@ -48,7 +49,14 @@ def main(argv=None) -> int:
                 )
     for failure in failures:
         print(f"error: {failure['path']}: {failure['error']}", file=sys.stderr)
-    return 1 if failures else 0
+    if not failures:
+        return 0
+    print(
+        f"error: {len(failures)} path(s) could not be predicted. Give image files (JPEG, PNG, "
+        "BMP, WebP) or folders holding them.",
+        file=sys.stderr,
+    )
+    return 1 if results else 2  # 1: some images failed, 2: none could be predicted
 
 
 if __name__ == "__main__":

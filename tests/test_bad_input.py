@@ -303,7 +303,8 @@ def test_predict_on_a_folder_without_images(tmp_path, monkeypatch, capsys, prepa
         pytest.skip("no checkpoint fixture in tests/data")
     (tmp_path / "empty").mkdir()
     code, err = run_script(predict, ["--checkpoint", str(fixture), str(tmp_path / "empty")], capsys)
-    assert code == 1 and "no images" in err and "Traceback" not in err  # predict's documented code
+    assert code == 2 and "no images" in err and "Traceback" not in err  # not one image predicted
+    assert "could not be predicted. Give image files" in err
 
 
 def test_the_catalogue_is_in_the_readme():

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import UnidentifiedImageError
 
 from datasets.preprocessing import Preprocessing
 from datasets.transforms import build_transform, load_image
@@ -122,5 +123,11 @@ def predict_paths(
 
 
 def _reason(err: Exception) -> str:
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image that can be read (another kind of file, or damaged)"
+    if isinstance(err, PermissionError):
+        return "permission denied"
     text = str(err).strip()
+    if "truncated" in text.lower():
+        return f"damaged: the image data ends early ({text})"
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
