@@ -5,6 +5,7 @@ their params on a dummy parameter, so that a bad param fails at load time, not m
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -141,9 +142,10 @@ def _schedule_problems(config: Any, optimizer: Any, scheduler: Any) -> list[str]
         key += ".lr_lambda"
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     for epoch in range(min(config.num_epochs, MAX_CHECKED_EPOCHS)):
-        optimizer.step()  # no gradients: changes nothing, but keeps the step order torch expects
         try:
-            scheduler.step(0.0) if plateau else scheduler.step()
+            with warnings.catch_warnings():  # "scheduler stepped before the optimizer"
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step(0.0) if plateau else scheduler.step()
         except (TypeError, ValueError, KeyError, ArithmeticError) as err:
             problem = str(err)
         else:

@@ -294,3 +294,10 @@ def test_values_that_would_fail_later_are_rejected_now(change, fragment):
     raw = template_dict()
     raw.update(change)
     assert fragment in config_error(raw)
+
+
+def test_the_schedule_check_takes_any_torch_optimizer_and_warns_nothing(recwarn):
+    # LBFGS steps only with a closure: the check steps the scheduler alone
+    config = load_config(TEMPLATE_PATH, ["optimizer=LBFGS", "optimizer_params={lr: 0.1}"])
+    assert config.optimizer == "LBFGS"
+    assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]
