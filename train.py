@@ -137,6 +137,13 @@ def sweep_main(args: argparse.Namespace) -> int:
     if result.stopped:
         print("Stopped; run the same command again to go on where it stopped.")
         return 130
+    if result.failed and not result.trained:
+        print(
+            f"error: all {result.failed} run(s) of the sweep failed; the table says why. Fix "
+            "that and run the same command again (finished runs are not trained twice).",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

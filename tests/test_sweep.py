@@ -144,6 +144,19 @@ def test_a_bad_key_or_value_fails_before_any_run(config_file, monkeypatch, spec,
         run_sweep(config_file, [], None, [spec])
 
 
+def test_a_sweep_whose_every_run_failed_exits_2(config_file, monkeypatch, capsys):
+    def always_fails(config, progress_bar=True, callbacks=None):
+        raise UserError("the loss became NaN at epoch 0")
+
+    monkeypatch.setattr(sweep, "run_training", always_fails)
+    code = train.main(["-c", str(config_file), "--sweep", f"{WD}=0.3,0.4", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 2 and "became NaN" in captured.out
+    assert "error: all 2 run(s) of the sweep failed" in captured.err
+    monkeypatch.setattr(sweep, "run_training", fake_run_training)  # fixed: the same command
+    assert train.main(["-c", str(config_file), "--sweep", f"{WD}=0.3,0.4", "--no-progress"]) == 0
+
+
 @pytest.mark.slow  # two fresh interpreters importing torch
 def test_two_processes_train_each_combination_once(config_file, tmp_path):
     script = tmp_path / "worker.py"

@@ -73,6 +73,7 @@ class SweepResult:
     name: str
     storage: str
     trained: int = 0  # runs this process trained
+    failed: int = 0  # runs this process started that failed
     table: str = ""
     report: dict[str, Path] = field(default_factory=dict)
     stopped: bool = False  # a signal stopped it; the same command goes on later
@@ -175,6 +176,7 @@ def run_sweep(
             return _objective(trial, axes, name, config_path, overrides, data_path, progress_bar)
         finally:
             result.trained += int(RUN_DIR in trial.user_attrs)
+            result.failed += int(ERROR in trial.user_attrs)
 
     try:
         if trials is None:
