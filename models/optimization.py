@@ -88,8 +88,14 @@ def build_loss(name: str, params: dict[str, Any] | None) -> nn.Module:
 # ---- resuming with other learning-rate settings -----------------------------------------
 # Scheduler entries that record progress or are set from the learning rate, which
 # ``carry_over_settings`` scales instead of replacing.
-_SCHEDULER_PROGRESS = {"base_lrs", "_last_lr", "last_epoch", "_step_count", "_is_initial"}
-_SCHEDULER_PROGRESS |= {"_get_lr_called_within_step"}
+_SCHEDULER_PROGRESS = {
+    "base_lrs",
+    "_last_lr",
+    "last_epoch",
+    "_step_count",
+    "_is_initial",
+    "_get_lr_called_within_step",
+}
 _SCALED_WITH_LR = ("lr", "initial_lr")
 
 

@@ -237,19 +237,19 @@ def run_training(
                 f"batch_size (e.g. --set batch_size={max(1, config.batch_size // 2)}) or "
                 "image_size."
             )
+            kept = ""  # the fix is a setting: a resume would run out of memory again
         else:
             message = failure_message(err, trainer.current_epoch)
+            kept = _what_was_kept(run, metrics_csv.rows)
         summary = None
         if run.path.is_dir() and trainer.is_global_zero:  # the kept epochs, and why they ended
             summary = summary_of(run, config, num_params, metrics_csv.rows, started, origin)
-            summary.update(early_stopped=False, failed=message or f"{type(err).__name__}: {err}")
+            summary["failed"] = message or f"{type(err).__name__}: {err}"
             run.write_summary(summary)
         finish_trackers(trackers, run if summary else None, summary, status="FAILED")
         if message is None:
             raise
-        if isinstance(err, torch.OutOfMemoryError):
-            raise UserError(message) from None
-        raise UserError(message + _what_was_kept(run, metrics_csv.rows)) from None
+        raise UserError(message + kept) from None
     if stopped_by is not None and not run.path.is_dir():
         finish_trackers(trackers, status="KILLED")
         raise StoppedEarly(
