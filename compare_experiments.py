@@ -17,7 +17,7 @@ import logging
 from utils.cli import path_text
 from utils.errors import run_cli
 from utils.text import shown_path
-from workflows.comparison import run_comparison
+from workflows.runs.comparison import run_comparison
 
 
 def parse_args(argv=None) -> argparse.Namespace:

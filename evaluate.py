@@ -18,7 +18,7 @@ import json
 from utils.cli import checkpoint_parser, non_negative_int, path_text, positive_int
 from utils.errors import run_cli
 from utils.text import shown_path
-from workflows.evaluation import evaluate_checkpoint
+from workflows.inference.evaluation import evaluate_checkpoint
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -14,7 +14,7 @@ import argparse
 from utils.cli import checkpoint_parser, path_text
 from utils.errors import run_cli
 from utils.text import shown_path
-from workflows.export import export_checkpoint
+from workflows.inference.export import export_checkpoint
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -15,9 +15,9 @@ from pathlib import Path
 from configuration import DEFAULT_CONFIG, TEMPLATE_PATH, load_config
 from configuration.checks import MAX_IMAGE_SIDE
 from models.arch_dict import ARCH_OPTIONS, ARCHITECTURES, architecture_options
+from models.model_report import format_table, summarize
 from utils.cli import add_set_argument, path_text
 from utils.errors import UserError, run_cli
-from workflows.model_report import format_table, summarize
 
 # Both spellings name one setting; an override must win over either one in the file.
 _OUT_CHANNELS_KEYS = ("out_channels", "output_channels")

@@ -18,7 +18,7 @@ import sys
 
 from utils.cli import checkpoint_parser, path_text
 from utils.errors import run_cli
-from workflows.prediction import predict_paths
+from workflows.inference.prediction import predict_paths
 
 
 def parse_args(argv=None) -> argparse.Namespace:

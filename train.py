@@ -16,11 +16,11 @@ from utils.cli import add_set_argument, path_text
 from utils.errors import UserError, run_cli
 from utils.logger import setup_logging
 from utils.text import shown_path
-from workflows.interruptions import resume_hint
-from workflows.reports import run_summary_line
-from workflows.resume import load_resume_config
-from workflows.sweep import run_sweep
-from workflows.training import run_training
+from workflows.inference.reports import run_summary_line
+from workflows.sweep.study import run_sweep
+from workflows.training.interruptions import resume_hint
+from workflows.training.resume import load_resume_config
+from workflows.training.run import run_training
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -52,8 +52,8 @@ from datasets.stanford_data_module import StanfordCarsDataModule  # noqa: E402
 from models.arch_dict import build_network  # noqa: E402
 from models.net_module import NetModule  # noqa: E402
 from models.optimization import build_loss  # noqa: E402
+from models.speed import prepare_network  # noqa: E402
 from utils.hardware import available_cpus  # noqa: E402
-from workflows.speed import prepare_network  # noqa: E402
 
 NUM_CLASSES = 196
 IMAGE_SIZE = 227

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from configuration import TEMPLATE_PATH, load_config  # noqa: E402
 from models.arch_dict import build_network  # noqa: E402
 from models.label_smoothing_ce import LabelSmoothingCrossEntropy  # noqa: E402
-from workflows.training import build_datamodule, run_training  # noqa: E402
+from workflows.training.run import build_datamodule, run_training  # noqa: E402
 
 THESIS_EPOCHS, THESIS_TRAIN_IMAGES = 129, 8144
 

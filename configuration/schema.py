@@ -151,7 +151,7 @@ class Config(BaseModel):
     # None: a fresh seed per run, recorded in the run's config.yml and summary.json.
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
-    # Fine-tuning from a trained checkpoint (see workflows/fine_tuning.py)
+    # Fine-tuning from a trained checkpoint (see workflows/training/fine_tuning.py)
     init_from: str | None = None  # a .ckpt written by train.py (or its run folder)
     freeze_epochs: int = Field(0, ge=0)  # epochs that train only the classifier head
 
@@ -159,7 +159,7 @@ class Config(BaseModel):
     # lr_scheduler_params.patience with ReduceLROnPlateau. Raise it to resume an early-stopped run.
     early_stop_patience: int | None = Field(None, gt=0)
 
-    # Speed (see datasets/cache.py, datasets/device_augment.py, workflows/speed.py)
+    # Speed (see datasets/cache.py, datasets/device_augment.py, models/speed.py)
     cache_images: bool = False  # resized pixels cached per split beside the prepared data
     augment_on: Literal["cpu", "device"] = "cpu"  # where augmentations and Normalize run
     channels_last: bool = False

@@ -28,10 +28,10 @@ from datasets.sample_data import make_sample_raw
 from datasets.transforms import build_transform, load_image
 from models.checkpoint import load_network, read_checkpoint
 from utils.errors import UserError, run_cli
-from workflows import export as export_module
-from workflows.export import export_checkpoint, read_torchscript_metadata
-from workflows.prediction import predict_paths
-from workflows.training import run_training
+from workflows.inference import export as export_module
+from workflows.inference.export import export_checkpoint, read_torchscript_metadata
+from workflows.inference.prediction import predict_paths
+from workflows.training.run import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 METADATA_KEYS = ("class_names", "image_size", "mean", "std", "grayscale")

@@ -13,7 +13,7 @@ from PIL import Image
 
 import compare_experiments
 from utils.errors import UserError
-from workflows.comparison import find_runs, run_comparison, table
+from workflows.runs.comparison import find_runs, run_comparison, table
 
 HEADER = "epoch,train_loss,train_acc,valid_loss,valid_acc,lr\n"
 

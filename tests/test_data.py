@@ -14,7 +14,7 @@ from datasets.stanford_data import StanfordCarsDataset
 from datasets.stanford_data_module import StanfordCarsDataModule
 from datasets.transforms import crop_to_bbox, load_image
 from utils.errors import UserError
-from workflows.training import build_datamodule
+from workflows.training.run import build_datamodule
 
 
 def file_modes(data_dir, split):

@@ -37,14 +37,14 @@ from models.checkpoint import load_network
 from utils.errors import UserError
 from utils.hardware import available_cpus
 from utils.text import shown_path
-from workflows import evaluation as evaluation_module
-from workflows.callbacks import EpochProgressBar, make_trainer
-from workflows.evaluation import evaluate_checkpoint
-from workflows.export import export_checkpoint
-from workflows.prediction import expand_paths, predict_paths
-from workflows.reports import run_summary_line
-from workflows.run_folder import RunFolder
-from workflows.training import build_datamodule
+from workflows.inference import evaluation as evaluation_module
+from workflows.inference.evaluation import evaluate_checkpoint
+from workflows.inference.export import export_checkpoint
+from workflows.inference.prediction import expand_paths, predict_paths
+from workflows.inference.reports import run_summary_line
+from workflows.runs.run_folder import RunFolder
+from workflows.training.callbacks import EpochProgressBar, make_trainer
+from workflows.training.run import build_datamodule
 
 TOKEN = "nep-SECRET-token-4242"
 

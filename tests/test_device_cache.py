@@ -20,8 +20,8 @@ from datasets.preprocessing import Augmentation, Preprocessing
 from datasets.stanford_data import StanfordCarsDataset
 from datasets.stanford_data_module import StanfordCarsDataModule
 from utils.errors import UserError
-from workflows.callbacks import read_metric_rows
-from workflows.training import build_datamodule, run_training
+from workflows.runs.metrics import read_metric_rows
+from workflows.training.run import build_datamodule, run_training
 
 PRE = Preprocessing(image_size=(24, 32), normalize=True, mean=(0.5,) * 3, std=(0.25,) * 3)
 AUGS = (Augmentation("RandomHorizontalFlip", {"p": 0.5}),)

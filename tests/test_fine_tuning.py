@@ -21,11 +21,11 @@ from models.arch_dict import build_network
 from models.checkpoint import load_network, read_checkpoint
 from models.transfer import class_dependent_names
 from utils.errors import UserError
-from workflows.evaluation import evaluate_checkpoint
-from workflows.export import app_metadata, export_checkpoint
-from workflows.fine_tuning import _new_head, resolve_init_from
-from workflows.prediction import predict_paths
-from workflows.training import run_training
+from workflows.inference.evaluation import evaluate_checkpoint
+from workflows.inference.export import app_metadata, export_checkpoint
+from workflows.inference.prediction import predict_paths
+from workflows.training.fine_tuning import _new_head, resolve_init_from
+from workflows.training.run import run_training
 
 PHOTO_CLASSES = ("Cab", "Van")
 GHOST_HEAD = {"classifier.4.weight", "classifier.4.bias"}

@@ -8,8 +8,8 @@ import pytest
 
 import model_summary
 from configuration import TEMPLATE_PATH
+from models.model_report import format_table, summarize
 from utils.errors import UserError, run_cli
-from workflows.model_report import format_table, summarize
 
 
 def test_summarize_ghost_imagenet():

@@ -14,7 +14,7 @@ import yaml
 from configuration import TEMPLATE_PATH, Config, load_config, validate_config
 from models.arch_dict import build_network, count_parameters
 from utils.logger import setup_logging
-from workflows.training import run_training
+from workflows.training.run import run_training
 
 
 def _is_placeholder(value) -> bool:

@@ -23,11 +23,16 @@ from configuration import TEMPLATE_PATH, checks, load_config
 from models.checkpoint import read_checkpoint
 from models.optimization import build_optimizer, build_scheduler, carry_over_settings
 from utils.errors import UserError
-from workflows import callbacks
-from workflows.checkpoint_io import AtomicCheckpointIO, leftover_partials
-from workflows.resume import ResumePoint, _check_early_stop, load_resume_config, resume_point
-from workflows.run_folder import RunFolder
-from workflows.training import run_training
+from workflows.runs import metrics as callbacks
+from workflows.runs.run_folder import RunFolder
+from workflows.training.checkpoint_io import AtomicCheckpointIO, leftover_partials
+from workflows.training.resume import (
+    ResumePoint,
+    _check_early_stop,
+    load_resume_config,
+    resume_point,
+)
+from workflows.training.run import run_training
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = (
@@ -217,7 +222,7 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path
     script = f"""
 import os, signal, sys, torch
 sys.path.insert(0, {str(ROOT)!r})
-from workflows.checkpoint_io import AtomicCheckpointIO
+from workflows.training.checkpoint_io import AtomicCheckpointIO
 io = AtomicCheckpointIO()
 io.save_checkpoint({{"epoch": 1, "w": torch.ones(100)}}, {str(tmp_path / "last.ckpt")!r})
 def die(obj, handle, *a, **k):

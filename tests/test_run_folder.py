@@ -8,8 +8,8 @@ import pytest
 
 from utils.errors import UserError
 from utils.hardware import external_launch_id, is_first_process
-from workflows.run_folder import LAUNCH_WAIT_ENV, LAUNCHES_DIR, RUN_DIR_ENV, RunFolder
-from workflows.run_seed import RUN_SEED_ENV, with_run_seed
+from workflows.runs.run_folder import LAUNCH_WAIT_ENV, LAUNCHES_DIR, RUN_DIR_ENV, RunFolder
+from workflows.runs.run_seed import RUN_SEED_ENV, with_run_seed
 
 LAUNCH_VARIABLES = (
     "RANK",

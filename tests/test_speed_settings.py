@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from configuration import TEMPLATE_PATH, load_config
+from models import speed
 from models.arch_dict import build_network
 from models.net_module import NetModule
+from models.speed import prepare_network
 from utils.errors import UserError
 from utils.logger import lightning_quiet
-from workflows import speed
-from workflows.callbacks import make_trainer
-from workflows.speed import prepare_network
-from workflows.training import build_datamodule, run_training
+from workflows.training.callbacks import make_trainer
+from workflows.training.run import build_datamodule, run_training
 
 QUIET = ("num_epochs=1", "log_to_mlflow=false", "image_size=[32,32]")
 

@@ -19,9 +19,10 @@ import yaml
 
 import train
 from utils.errors import UserError
-from workflows import sweep
-from workflows.run_folder import RunFolder
-from workflows.sweep import parse_axes, run_sweep, sweep_name
+from workflows.runs.run_folder import RunFolder
+from workflows.sweep import study as sweep
+from workflows.sweep.axes import parse_axes, sweep_name
+from workflows.sweep.study import run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 WD = "optimizer_params.weight_decay"
@@ -30,7 +31,7 @@ WD = "optimizer_params.weight_decay"
 FAKE_TRAINING = """
 import itertools, json
 from types import SimpleNamespace
-from workflows.run_folder import RunFolder
+from workflows.runs.run_folder import RunFolder
 
 _counter = itertools.count()
 
@@ -165,7 +166,7 @@ def test_two_processes_train_each_combination_once(config_file, tmp_path):
         + textwrap.dedent(
             f"""
             import sys, time
-            from workflows import sweep
+            from workflows.sweep import study as sweep
             def slow(config, progress_bar=True, callbacks=None):
                 time.sleep(0.3)
                 return fake_run_training(config)

@@ -22,20 +22,21 @@ from mlflow import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from configuration import TEMPLATE_PATH, load_config
-from workflows import tracker_base, tracking
-from workflows.checkpoint_io import AtomicCheckpointIO
-from workflows.resume import load_resume_config
-from workflows.run_folder import RunFolder
-from workflows.tracker_base import Tracker
-from workflows.tracker_resume import public_uri
-from workflows.tracking import (
+from workflows.runs.run_folder import RunFolder
+from workflows.tracking import base as tracker_base
+from workflows.tracking import trackers as tracking
+from workflows.tracking.base import Tracker
+from workflows.tracking.continuation import public_uri
+from workflows.tracking.trackers import (
     MlflowTracker,
     NeptuneTracker,
     finish_trackers,
     mlflow_uri,
     thesis_params,
 )
-from workflows.training import run_training
+from workflows.training.checkpoint_io import AtomicCheckpointIO
+from workflows.training.resume import load_resume_config
+from workflows.training.run import run_training
 
 THESIS_PARAMS = [
     "runtime",
@@ -177,7 +178,7 @@ def test_dead_tracking_server_warns_once_and_the_run_goes_on(fast_config, caplog
     result = run_training(config, progress_bar=False)
     assert result.summary["epochs_run"] == 1
     assert result.run.summary_json.is_file()
-    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("workflows.tracker")]
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("workflows.tracking")]
     assert len(warnings) == 1 and "MLflow" in warnings[0] and "mlflow_tracking_uri" in warnings[0]
 
 

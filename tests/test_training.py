@@ -15,9 +15,9 @@ import train
 from models.checkpoint import META_KEY, load_network, read_checkpoint
 from models.net_module import NetModule
 from utils.errors import UserError
-from workflows.callbacks import METRIC_COLUMNS
-from workflows.evaluation import evaluate_checkpoint
-from workflows.training import run_training
+from workflows.inference.evaluation import evaluate_checkpoint
+from workflows.runs.metrics import METRIC_COLUMNS
+from workflows.training.run import run_training
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "nep-secret-token-1234"

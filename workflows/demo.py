@@ -16,10 +16,10 @@ from datasets.sample_data import make_sample_raw
 from utils.errors import UserError
 from utils.files import write_yaml_atomic
 from utils.logger import setup_logging
-from workflows.evaluation import evaluate_checkpoint
-from workflows.export import export_checkpoint
-from workflows.prediction import predict_paths
-from workflows.training import run_training
+from workflows.inference.evaluation import evaluate_checkpoint
+from workflows.inference.export import export_checkpoint
+from workflows.inference.prediction import predict_paths
+from workflows.training.run import run_training
 
 # The template's settings, scaled down for a CPU. The sample classes differ by the colour of the
 # car's box, so the hue jitter (which would repaint them) is off; small batches give GhostNet's

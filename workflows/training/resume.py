@@ -18,8 +18,8 @@ from configuration.schema import SECRET_KEYS
 from models.checkpoint import META_KEY, CheckpointMeta, read_checkpoint
 from models.optimization import carry_over_settings
 from utils.errors import UserError
-from workflows.callbacks import EARLY_STOPPING_STATE_KEY
-from workflows.run_folder import RunFolder
+from workflows.runs.run_folder import RunFolder
+from workflows.training.callbacks import EARLY_STOPPING_STATE_KEY
 
 log = logging.getLogger(__name__)
 

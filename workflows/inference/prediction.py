@@ -20,7 +20,7 @@ from datasets.transforms import build_transform, load_image
 from models.checkpoint import load_network
 from utils.errors import UserError
 from utils.hardware import resolve_device
-from workflows.run_folder import RunFolder
+from workflows.runs.run_folder import RunFolder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 BATCH_SIZE = 32

@@ -31,7 +31,7 @@ from models.arch_dict import architecture_options
 from models.checkpoint import CheckpointMeta, network_from, read_checkpoint
 from models.transfer import Transfer, class_dependent_names, transfer_weights
 from utils.errors import UserError
-from workflows.run_folder import RunFolder
+from workflows.runs.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from configuration import Config, load_config
 from configuration.loading import DEFAULT_CONFIG
 from utils.errors import UserError
 from utils.files import write_bytes_atomic, write_text_atomic
-from workflows.callbacks import METRIC_COLUMNS
-from workflows.run_folder import RunFolder
+from workflows.runs.metrics import METRIC_COLUMNS
+from workflows.runs.run_folder import RunFolder
 
 matplotlib.use("Agg")  # files only, never a window; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402

@@ -11,11 +11,9 @@ work, each combination trained once. Every run is tagged ``sweep:<name>``.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
-import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -24,48 +22,24 @@ from typing import Any
 
 import optuna
 import pytorch_lightning as pl
-import yaml
 from pytorch_lightning.callbacks import Callback
 
 from configuration import Config, load_config
-from configuration.loading import ConfigLoader
 from utils.errors import UserError
 from utils.hardware import external_launch_id
-from workflows.comparison import NOT_SETTINGS, RunRecord, load_run, report
-from workflows.interruptions import StoppedEarly
-from workflows.training import run_training
+from workflows.runs.comparison import RunRecord, load_run, report
+from workflows.sweep.axes import Axis, parse_axes, sweep_name
+from workflows.training.interruptions import StoppedEarly
+from workflows.training.run import run_training
 
 log = logging.getLogger(__name__)
 
 SWEEP_DB = "sweeps.db"
 _OPEN_ATTEMPTS = 4
 HEARTBEAT_S = 60  # a process that died mid-run frees its combination after twice this
-_RANGE = re.compile(
-    r"^\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*\.\.\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*(:log)?\s*$"
-)
 # Trial attributes: the run folder, why a trial did not train, the error of a failed one, and
 # the combination a queued grid trial stands for.
 RUN_DIR, SKIPPED, ERROR, COMBINATION = "run_dir", "skipped", "error", "combination"
-
-
-@dataclass(frozen=True)
-class Axis:
-    """One swept key: a list of values, or a numeric range (``--trials`` only)."""
-
-    key: str
-    values: tuple[Any, ...] = ()
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-
-    @property
-    def is_range(self) -> bool:
-        return self.low is not None
-
-    @property
-    def choices(self) -> list[str]:
-        """The values as JSON text: Optuna's categorical choices take only plain scalars."""
-        return [json.dumps(v) for v in self.values]
 
 
 @dataclass
@@ -77,58 +51,6 @@ class SweepResult:
     table: str = ""
     report: dict[str, Path] = field(default_factory=dict)
     stopped: bool = False  # a signal stopped it; the same command goes on later
-
-
-def parse_axes(specs: list[str]) -> list[Axis]:
-    """``KEY=V1,V2,...`` or ``KEY=LOW..HIGH[:log]`` for each ``--sweep``."""
-    axes: list[Axis] = []
-    for spec in specs:
-        key, sep, text = spec.partition("=")
-        key = key.strip()
-        if not sep or not key or not text.strip():
-            raise UserError(
-                f"--sweep '{spec}': expected KEY=V1,V2,... or KEY=LOW..HIGH[:log], e.g. "
-                "--sweep optimizer_params.weight_decay=0.3,0.4,0.5"
-            )
-        if any(a.key == key for a in axes):
-            raise UserError(f"--sweep names '{key}' twice; give all its values in one --sweep.")
-        match = _RANGE.match(text)
-        if match:
-            low, high = (_number(match.group(i)) for i in (1, 2))
-            if not low < high or (match.group(3) and low <= 0):
-                raise UserError(
-                    f"--sweep '{spec}': a range needs LOW < HIGH (and LOW > 0 with :log)."
-                )
-            axes.append(Axis(key, low=low, high=high, log=bool(match.group(3))))
-            continue
-        values = []
-        for item in _split_top_level(text):
-            try:
-                values.append(yaml.load(item, Loader=ConfigLoader))
-            except yaml.YAMLError as err:
-                raise UserError(f"--sweep '{spec}': '{item}' is not valid YAML ({err}).") from None
-        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
-            raise UserError(f"--sweep '{spec}' lists a value twice; list each value once.")
-        axes.append(Axis(key, values=tuple(values)))
-    return axes
-
-
-def sweep_name(axes: list[Axis], search: bool, base: Config | None = None) -> str:
-    """Readable and stable: the swept keys and a hash of the specification and of the base
-    config's training settings (not its paths), so the same command finds its study again and
-    a changed setting starts a new one."""
-    settings = {}
-    if base is not None:
-        settings = {
-            k: v for k, v in base.to_public_dict().items() if not k.startswith(NOT_SETTINGS)
-        }
-    spec = json.dumps(
-        [[a.key, list(a.values), a.low, a.high, a.log] for a in axes] + [search, settings],
-        sort_keys=True,
-        default=str,
-    )
-    keys = "+".join(a.key.rsplit(".", 1)[-1] for a in axes)
-    return f"{keys}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
 
 
 def storage_url(config: Config, storage: str | None) -> str:
@@ -411,31 +333,3 @@ def _report(study: optuna.Study, base: Config, name: str) -> tuple[dict[str, Pat
     if not records:
         return {}, "No run of this sweep has ended yet.\n"
     return report(records, Path(base.output_path) / "reports" / f"sweep-{name}")
-
-
-def _split_top_level(text: str) -> list[str]:
-    """Split on commas outside brackets and quotes: ``[64,64],[128,128]`` is two values."""
-    items, depth, quote, current = [], 0, "", ""
-    for char in text:
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char in "[{":
-            depth += 1
-        elif char in "]}":
-            depth -= 1
-        elif char == "," and depth == 0:
-            items.append(current.strip())
-            current = ""
-            continue
-        current += char
-    items.append(current.strip())
-    return [i for i in items if i]
-
-
-def _number(text: str) -> float | int:
-    value = yaml.load(text, Loader=ConfigLoader)
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise UserError(f"'{text}' is not a number.")
-    return value

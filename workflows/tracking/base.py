@@ -12,7 +12,7 @@ from typing import Any
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from workflows.run_folder import RunFolder
+from workflows.runs.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Tracker(Logger):
         resume_at: int | None = None,
     ):
         """Open the tracker's run; with ``resume_at`` (the first epoch trained now) go on in
-        the run this run folder logged to before (``workflows.tracker_resume``)."""
+        the run this run folder logged to before (``workflows.tracking.continuation``)."""
         self.resume_at = resume_at
         self.call("starting", lambda: self._begin(run, params, tags, description), START_TIMEOUT_S)
         return self

@@ -6,7 +6,7 @@ Every tracker gets the run's name, the thesis's parameters (``thesis_params``), 
 description, the four metrics and ``lr`` once per epoch with the epoch as step, and the summary
 at the end. A tracker that fails or does not answer in time warns once, naming the fix, and is
 off for the rest of the run: trackers never stop or stall training. A resumed run goes on in
-the tracker runs it logged to before (``workflows.tracker_resume``).
+the tracker runs it logged to before (``workflows.tracking.continuation``).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger
 
 from configuration import Config
-from workflows.comparison import load_run, plot_learning_curves
-from workflows.run_folder import RunFolder
-from workflows.tracker_base import END_TIMEOUT_S, Tracker
-from workflows.tracker_resume import (
+from workflows.runs.comparison import load_run, plot_learning_curves
+from workflows.runs.run_folder import RunFolder
+from workflows.tracking.base import END_TIMEOUT_S, Tracker
+from workflows.tracking.continuation import (
     MLFLOW,
     NEPTUNE,
     continue_mlflow_run,

@@ -1,5 +1,5 @@
 """One training run from a validated ``Config``: data, network, module, trainer, run folder
-(see ``workflows.run_folder`` for what the folder holds)."""
+(see ``workflows.runs.run_folder`` for what the folder holds)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from models.arch_dict import build_network, count_parameters
 from models.checkpoint import CheckpointMeta
 from models.net_module import NetModule
 from models.optimization import build_loss
+from models.speed import prepare_network
 from utils.errors import UserError
 from utils.hardware import (
     available_cpus,
@@ -28,15 +29,22 @@ from utils.hardware import (
     usable_workers,
 )
 from utils.logger import quiet_lightning
-from workflows.callbacks import (
+from workflows.runs.metrics import MetricsCSV
+from workflows.runs.run_folder import RunFolder
+from workflows.runs.run_seed import with_run_seed
+from workflows.tracking.trackers import (
+    build_trackers,
+    finish_trackers,
+    start_trackers,
+)
+from workflows.training.callbacks import (
     ConfiguredEarlyStopping,
-    MetricsCSV,
     checkpoint_callbacks,
     make_trainer,
 )
-from workflows.checkpoint_io import AtomicCheckpointIO, leftover_partials
-from workflows.fine_tuning import head_first, resolve_init_from
-from workflows.interruptions import (
+from workflows.training.checkpoint_io import AtomicCheckpointIO, leftover_partials
+from workflows.training.fine_tuning import head_first, resolve_init_from
+from workflows.training.interruptions import (
     FiniteLossGuard,
     RandomState,
     RunInterrupted,
@@ -45,16 +53,8 @@ from workflows.interruptions import (
     as_interruption,
     failure_message,
 )
-from workflows.preflight import preflight
-from workflows.resume import ResumedSettings, ResumePoint, check_resumable
-from workflows.run_folder import RunFolder
-from workflows.run_seed import with_run_seed
-from workflows.speed import prepare_network
-from workflows.tracking import (
-    build_trackers,
-    finish_trackers,
-    start_trackers,
-)
+from workflows.training.preflight import preflight
+from workflows.training.resume import ResumedSettings, ResumePoint, check_resumable
 
 log = logging.getLogger(__name__)
 

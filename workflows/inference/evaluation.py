@@ -11,7 +11,7 @@ comes from the run's ``config.yml``, else plain ``CrossEntropyLoss``).
 Files written to ``out_dir`` (default ``<run>/evaluation/``): ``metrics.json`` (``loss``,
 ``top1``, ``top5`` as fractions, ``num_images``, ``split``, ``checkpoint``, ``epoch``,
 ``top5_k``, ``loss_function``, ...), ``per_class.csv``, ``confusion.png`` and
-``most_confused.csv`` (see ``workflows.reports``).
+``most_confused.csv`` (see ``workflows.inference.reports``).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from utils.errors import UserError
 from utils.files import write_json_atomic
 from utils.hardware import default_num_workers, resolve_device, usable_workers
 from utils.logger import lightning_quiet
-from workflows.callbacks import make_trainer
-from workflows.reports import plot_confusion, write_most_confused, write_per_class
-from workflows.run_folder import RunFolder
+from workflows.inference.reports import plot_confusion, write_most_confused, write_per_class
+from workflows.runs.run_folder import RunFolder
+from workflows.training.callbacks import make_trainer
 
 log = logging.getLogger(__name__)
 

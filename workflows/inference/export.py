@@ -46,7 +46,7 @@ from models.checkpoint import CheckpointMeta, load_network
 from utils.errors import UserError
 from utils.files import give_umask_permissions
 from utils.timer import median_ms, one_torch_thread
-from workflows.run_folder import RunFolder
+from workflows.runs.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
