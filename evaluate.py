@@ -4,10 +4,11 @@ confusion matrix (the split is read with the validation transforms, without augm
 python evaluate.py --checkpoint CKPT [-d DATA_PATH] [--split test|train] [--batch-size N]
                    [--out DIR] [--json]
 
-CKPT is a .ckpt file or a run folder (its checkpoints/best.ckpt). Writes metrics.json,
+CKPT is a .ckpt file, a run folder (its checkpoints/best.ckpt) or a model written by
+export_model.py (.onnx fp32 or int8, .pte), read with the preprocessing in its metadata. Writes metrics.json,
 per_class.csv, confusion.png and most_confused.csv to --out (default: <run>/evaluation/<name>-<split>/
-for <run>/checkpoints/<name>.ckpt, e.g. evaluation/best-test/). -d defaults to the run's
-stanford_data_path.
+for <run>/checkpoints/<name>.ckpt or <run>/export/<name>.onnx, e.g. evaluation/best-test/ or
+evaluation/model-int8-test/). -d defaults to the run's stanford_data_path.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
-"""Classify car images with a trained checkpoint.
+"""Classify car images with a trained checkpoint or a model written by export_model.py.
 
-python predict.py --checkpoint CKPT|RUN_FOLDER PATH... [--top-k 5] [--json] [--device auto|cpu|cuda]
+python predict.py --checkpoint CKPT|RUN_FOLDER|MODEL.onnx|MODEL.pte PATH... [--top-k 5] [--json]
+                  [--device auto|cpu|cuda]
 
 PATH is an image file (JPEG, PNG, BMP, WebP; RGB, grayscale or CMYK) or a folder (its images,
 sorted; not recursive). Prints the top-k classes per image with their softmax probabilities;
 --json prints one JSON list of {"path", "predictions": [{"class_id", "class_name",
 "probability"}, ...]}, where class_id is the 0-based class index (the labels CSV's `class` is
-class_id + 1). Files that cannot be read are reported on stderr and make the exit code 1
-(2 when no image could be predicted).
+class_id + 1). An exported model runs on the CPU (--device does not apply) with the
+preprocessing and class names from its metadata. Files that cannot be read are reported on
+stderr and make the exit code 1 (2 when no image could be predicted).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Speed of the input pipeline, the training step and a full epoch, each as a ratio against a
 baseline measured in the same run, on synthetic JPEGs of the real data's sizes.
 
-    python benchmarks/run.py [--quick] [--json OUT] [--sections pipeline,step,epoch]
+    python benchmarks/run.py [--quick] [--json OUT] [--sections pipeline,step,epoch,deploy]
         [--workers N] [--no-compile] [--epoch-train 8144] [--epoch-valid 8041]
 
 Rows ``{"name", "baseline", "value", "ratio", "unit"}``; ``ratio`` is always "times better"
@@ -19,9 +19,10 @@ rewritten after every row (a run cut short keeps what it measured):
    images by default), the thesis's path vs fast ones (cache and device augmentation, with and
    without channels_last, with ``cache_on_device``, with compile default and reduce-overhead),
    with ``--workers`` and with 2 loader workers (a Colab-sized CPU).
+4. ``deploy/*``: exported formats against ONNX fp32 (size, latency, accuracy): ``deploy.py``.
 
 Only torch, torchvision, pytorch-lightning, numpy, pillow, pydantic and kornia are needed: no
-experiment tracker is imported.
+experiment tracker is imported (``deploy`` adds onnxruntime).
 """
 
 from __future__ import annotations
@@ -400,7 +401,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts, under 2 min on 2 CPUs")
     parser.add_argument("--json", type=Path, help="write the rows here")
-    parser.add_argument("--sections", default="pipeline,step,epoch", help="run in this order")
+    parser.add_argument("--sections", default="pipeline,step,epoch,deploy", help="in this order")
     parser.add_argument("--workers", type=int, default=None, help="loader workers (CPUs - 2)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile rows")
     parser.add_argument("--epoch-train", type=int, default=8144)
@@ -409,6 +410,7 @@ def main() -> None:
     parser.add_argument(
         "--epoch-on-cpu", action="store_true", help="run the epoch rows without CUDA (a check)"
     )
+    parser.add_argument("--deploy-checkpoint", type=Path, help="deploy: this run (else trains one)")
     args = parser.parse_args()
     sections = [name.strip() for name in args.sections.split(",")]
     cuda = torch.cuda.is_available()
@@ -450,6 +452,10 @@ def main() -> None:
                     make_dataset(data, train, valid)
                     print(f"(synthetic data: {time.perf_counter() - started:.0f} s)", flush=True)
                 bench_epoch(rows, data, config, workers, compile, train + valid)
+            elif section == "deploy":  # onnxruntime, executorch, training: this section's alone
+                from benchmarks.deploy import bench_deploy  # noqa: PLC0415
+
+                bench_deploy(rows, root, args.deploy_checkpoint, args.quick)
 
 
 if __name__ == "__main__":

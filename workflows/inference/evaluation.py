@@ -12,6 +12,12 @@ Files written to ``out_dir`` (default ``<run>/evaluation/``): ``metrics.json`` (
 ``top1``, ``top5`` as fractions, ``num_images``, ``split``, ``checkpoint``, ``epoch``,
 ``top5_k``, ``loss_function``, ...), ``per_class.csv``, ``confusion.png`` and
 ``most_confused.csv`` (see ``workflows.inference.reports``).
+
+An exported model (``.onnx`` fp32 or int8, ``.pte``; see ``workflows.inference.exported``) is
+evaluated the same way without Lightning: its logits on the split, read with the preprocessing
+from its metadata, give the same four files (default folder ``<run>/evaluation/<file
+stem>-<split>/`` for ``<run>/export/<file>``); its loss is cross-entropy (an exported file does
+not record the training loss) and ``metrics.json`` adds ``quantization``.
 """
 
 from __future__ import annotations
@@ -31,12 +37,13 @@ from datasets.labels import SPLITS
 from datasets.preprocessing import Preprocessing
 from datasets.stanford_data import StanfordCarsDataset
 from models.checkpoint import CheckpointMeta, network_from, read_checkpoint
-from models.net_module import NetModule
+from models.net_module import TOP_K, NetModule
 from models.optimization import build_loss
 from utils.errors import UserError
 from utils.files import write_json_atomic
 from utils.hardware import default_num_workers, resolve_device, usable_workers
 from utils.logger import lightning_quiet
+from workflows.inference.exported import ExportedModel, is_exported, open_exported
 from workflows.inference.reports import plot_confusion, write_most_confused, write_per_class
 from workflows.runs.run_folder import RunFolder
 from workflows.training.callbacks import make_trainer
@@ -57,11 +64,13 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``split`` of the prepared data; write the four result files to
     ``out_dir`` and return the content of ``metrics.json`` (plus ``out_dir``)."""
-    checkpoint = RunFolder.checkpoint_of(checkpoint)
     if split not in SPLITS:
         raise UserError(f"split '{split}' is not one of {', '.join(SPLITS)}. Pick one of them.")
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}. Pass e.g. 64.")
+    if is_exported(checkpoint):
+        return evaluate_exported(checkpoint, data_path, split, batch_size, out_dir)
+    checkpoint = RunFolder.checkpoint_of(checkpoint)
     ckpt = read_checkpoint(checkpoint)
     net, meta = network_from(ckpt)
     run = RunFolder.of_checkpoint(checkpoint)
@@ -118,18 +127,82 @@ def evaluate_checkpoint(
         "loss_function": loss_name,
         "data_path": str(Path(data_path).resolve()),
     }
+    _write_reports(out, metrics, matrix, meta.class_names, _title(meta.run_name, metrics))
+    return {**metrics, "out_dir": str(out)}
+
+
+def evaluate_exported(
+    path: str | Path,
+    data_path: str | Path | None,
+    split: str,
+    batch_size: int,
+    out_dir: str | Path | None,
+) -> dict[str, Any]:
+    """``evaluate_checkpoint`` for an exported model file (see the module doc)."""
+    model = open_exported(path, threads=0)
+    run = run_of_export(model.path)
+    if data_path is None:
+        data_path = run.read_config().get("stanford_data_path")
+        if not data_path:
+            raise UserError(
+                f"no data folder given and no run config ('{run.config_yml}') naming "
+                "stanford_data_path was found next to the exported model. Pass the prepared "
+                "data folder with -d DATA_PATH."
+            )
+    dataset = StanfordCarsDataset(data_path, split, model.preprocessing)
+    _check_labels(dataset, model, data_path, split)
+    logits, labels = [], []
+    for images, targets in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        logits.append(torch.from_numpy(model.run(images.numpy())).double())
+        labels.append(targets)
+    scores, target = torch.cat(logits), torch.cat(labels)
+    top_k = min(TOP_K, model.num_classes)
+    ranked = scores.topk(top_k, dim=1).indices
+    matrix = torch.bincount(
+        target * model.num_classes + ranked[:, 0], minlength=model.num_classes**2
+    ).reshape(model.num_classes, model.num_classes)
+    metrics: dict[str, Any] = {
+        "loss": float(nn.functional.cross_entropy(scores, target)),
+        "top1": float((ranked[:, 0] == target).double().mean()),
+        "top5": float((ranked == target[:, None]).any(1).double().mean()),
+        "num_images": len(dataset),
+        "split": split,
+        "checkpoint": str(model.path.resolve()),
+        "epoch": None,
+        "top5_k": top_k,
+        "num_classes": model.num_classes,
+        "loss_function": "CrossEntropyLoss",
+        "data_path": str(Path(data_path).resolve()),
+        "quantization": model.metadata.get("quantization"),
+    }
+    out = Path(out_dir) if out_dir is not None else run.evaluation_for(model.path, split)
+    name = model.metadata.get("run_name") or model.path.name
+    _write_reports(
+        out, metrics, matrix, model.class_names, _title(f"{name} ({model.path.name})", metrics)
+    )
+    return {**metrics, "out_dir": str(out)}
+
+
+def run_of_export(path: Path) -> RunFolder:
+    """The run of ``<run>/export/<file>``; else the folder holding the file."""
+    parent = path.resolve().parent
+    return RunFolder(parent.parent if parent.name == RunFolder.EXPORT else parent)
+
+
+def _write_reports(
+    out: Path, metrics: dict[str, Any], matrix: torch.Tensor, names: list[str], title: str
+) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "metrics.json", metrics)
-        write_per_class(out / "per_class.csv", matrix, meta.class_names)
-        write_most_confused(out / "most_confused.csv", matrix, meta.class_names)
-        plot_confusion(out / "confusion.png", matrix, meta.class_names, title=_title(meta, metrics))
+        write_per_class(out / "per_class.csv", matrix, names)
+        write_most_confused(out / "most_confused.csv", matrix, names)
+        plot_confusion(out / "confusion.png", matrix, names, title=title)
     except OSError as err:  # a read-only or full folder
         raise UserError(
             f"cannot write the results to '{out}' ({err.strerror or err}). Pass a writable "
             "folder with --out."
         ) from None
-    return {**metrics, "out_dir": str(out)}
 
 
 def _loss_of(meta: CheckpointMeta, run_config: dict[str, Any]) -> tuple[nn.Module, str]:
@@ -162,9 +235,9 @@ def _probe_loss(loss: nn.Module, num_classes: int) -> None:
 
 
 def _check_labels(
-    dataset: StanfordCarsDataset, meta: CheckpointMeta, data_path, split: str
+    dataset: StanfordCarsDataset, meta: CheckpointMeta | ExportedModel, data_path, split: str
 ) -> None:
-    """The split must use the checkpoint's classes: same ids, same names."""
+    """The split must use the model's classes: same ids, same names."""
     for sample in dataset.samples:
         if sample.label >= meta.num_classes or meta.class_names[sample.label] != sample.class_name:
             known = (
@@ -179,8 +252,8 @@ def _check_labels(
             )
 
 
-def _title(meta: CheckpointMeta, metrics: dict[str, Any]) -> str:
-    name = meta.run_name or Path(metrics["checkpoint"]).name
+def _title(run_name: str, metrics: dict[str, Any]) -> str:
+    name = run_name or Path(metrics["checkpoint"]).name
     return (
         f"{name} on {metrics['split']} ({metrics['num_images']} images): "
         f"top-1 {metrics['top1']:.2%}, top-{metrics['top5_k']} {metrics['top5']:.2%}"

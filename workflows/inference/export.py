@@ -75,6 +75,12 @@ class ExportReport:
     latency_ms_eager: float  # PyTorch eager, batch 1, median (both on one CPU thread)
     exporter: str = ""
     opset: int | None = None
+    quantize: str = ""  # "int8" or "" (fp32)
+    agreement: float | None = None  # top-1 agreement with the checkpoint on held-out images
+    max_prob_diff: float | None = None  # largest softmax probability difference there
+    verify_images: int = 0
+    calibration_images: int = 0
+    fp32_size_mb: float | None = None  # the fp32 file the int8 one was quantized from
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -176,7 +182,7 @@ def _export_verified(
     tmp = Path(tmp_name)
     try:
         if fmt == "onnx":
-            exporter, used_opset = _write_onnx(net, example, meta, tmp, opset)
+            exporter, used_opset = write_onnx(net, example, meta, tmp, opset)
             runner = _onnx_runner(tmp)
         else:
             exporter, used_opset = _write_torchscript(net, example, meta, tmp), None
@@ -239,9 +245,10 @@ def _output_path(checkpoint: str | Path, fmt: str, output: str | Path | None) ->
 
 
 # ---- ONNX ---------------------------------------------------------------------------------------
-def _write_onnx(
+def write_onnx(
     net: torch.nn.Module, example: torch.Tensor, meta: CheckpointMeta, dest: Path, opset: int | None
 ) -> tuple[str, int | None]:
+    """Write ``net`` as ONNX with ``meta``'s app metadata to ``dest``: (exporter, opset)."""
     exporters = [("torch.onnx dynamo", _export_dynamo), ("torch.onnx legacy", _export_legacy)]
     if opset is not None and opset < DYNAMO_MIN_OPSET:
         exporters = exporters[1:]  # dynamo would export at 18 and convert down, often failing

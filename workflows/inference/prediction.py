@@ -4,11 +4,14 @@ Images go through the checkpoint's validation pipeline (resize, optional graysca
 normalisation). ``class_id`` in the results is the 0-based index into the checkpoint's class names
 (the labels CSVs' 1-based ``class`` is ``class_id + 1``); ``probability`` is the softmax over all
 classes, so the probabilities of all classes sum to 1.
+
+An exported model (``.onnx`` fp32 or int8, ``.pte``) predicts the same way, on the CPU, with the
+preprocessing and class names read from its metadata (``workflows.inference.exported``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from datasets.transforms import build_transform, load_image
 from models.checkpoint import load_network
 from utils.errors import UserError
 from utils.hardware import resolve_device
+from workflows.inference.exported import is_exported, open_exported
 from workflows.runs.run_folder import RunFolder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -76,11 +80,9 @@ def predict_paths(
     """
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}. Pass e.g. --top-k 5.")
-    dev = resolve_device(device)
-    net, meta = load_network(RunFolder.checkpoint_of(checkpoint))
-    net.to(dev)
-    transform = build_transform(Preprocessing.from_dict(meta.preprocessing).for_evaluation())
-    k = min(top_k, meta.num_classes)
+    classify, class_names, preprocessing = _classifier(checkpoint, device)
+    transform = build_transform(preprocessing)
+    k = min(top_k, len(class_names))
     files, failures = expand_paths(paths)
 
     results: list[dict[str, Any]] = []
@@ -89,9 +91,8 @@ def predict_paths(
     def flush() -> None:
         if not batch:
             return
-        with torch.inference_mode():
-            logits = net(torch.stack([tensor for _, tensor in batch]).to(dev))
-            probs = torch.softmax(logits.double(), dim=1).cpu()
+        logits = classify(torch.stack([tensor for _, tensor in batch]))
+        probs = torch.softmax(logits.double(), dim=1).cpu()
         values, indices = probs.topk(k, dim=1)
         for (path, _), vals, idxs in zip(batch, values, indices):
             results.append(
@@ -100,7 +101,7 @@ def predict_paths(
                     "predictions": [
                         {
                             "class_id": int(i),
-                            "class_name": meta.class_names[int(i)],
+                            "class_name": class_names[int(i)],
                             "probability": float(v),
                         }
                         for v, i in zip(vals, idxs)
@@ -120,6 +121,30 @@ def predict_paths(
             flush()
     flush()
     return results, failures
+
+
+def _classifier(
+    checkpoint: str | Path, device: str
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[str], Preprocessing]:
+    """A batch -> logits function, the class names and the evaluation preprocessing of a
+    checkpoint (on ``device``) or of an exported model (on the CPU, all cores)."""
+    if is_exported(checkpoint):
+        model = open_exported(checkpoint, threads=0)
+        return (
+            lambda images: torch.from_numpy(model.run(images.numpy())),
+            model.class_names,
+            model.preprocessing,
+        )
+    dev = resolve_device(device)
+    net, meta = load_network(RunFolder.checkpoint_of(checkpoint))
+    net.to(dev)
+
+    def classify(images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return net(images.to(dev))
+
+    preprocessing = Preprocessing.from_dict(meta.preprocessing).for_evaluation()
+    return classify, meta.class_names, preprocessing
 
 
 def _reason(err: Exception) -> str:
