@@ -69,8 +69,12 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
+    if "quantization" in result:  # an exported model: no epoch, maybe quantized
+        what = "exported, " + ("int8" if result["quantization"] else "fp32")
+    else:
+        what = f"epoch {result['epoch']}"
     print(
-        f"{shown_path(result['checkpoint'])} (epoch {result['epoch']}) on the {result['split']} split: "
+        f"{shown_path(result['checkpoint'])} ({what}) on the {result['split']} split: "
         f"{result['num_images']} images, {result['num_classes']} classes"
     )
     print(f"  loss   {result['loss']:.4f} ({result['loss_function']})")

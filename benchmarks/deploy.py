@@ -1,8 +1,9 @@
 """``deploy`` section of ``benchmarks/run.py``: what each phone-ready format costs and keeps.
 
 For one trained checkpoint (``--deploy-checkpoint RUN``; without it a GhostNet trained here on
-the generated sample data, 5 classes, at 227x227, or 64x64 with ``--quick``) every format is exported by this
-project's own export code: the checkpoint on torch (its weights), ONNX fp32, ONNX int8 and, when
+the generated sample data, 5 classes, at 227x227, or 64x64 with ``--quick``) every format, as
+``export_model.py`` writes it into the run's ``export/`` folder (used when already there, else
+exported first): the checkpoint on torch (its weights), ONNX fp32, ONNX int8 and, when
 the executorch package is installed, ExecuTorch ``.pte`` fp32 and int8. Rows, each against ONNX
 fp32 as the baseline (``ratio`` is "times better", as in every section):
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import multiprocessing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,8 +38,8 @@ from workflows.inference.calibration import (
     reference_logits,
     split_images,
 )
-from workflows.inference.deploy import export_model
-from workflows.inference.exported import open_exported
+from workflows.inference.deploy import default_name, export_model
+from workflows.inference.exported import open_exported, set_pte_threads
 from workflows.runs.run_folder import RunFolder
 from workflows.training.run import run_training
 
@@ -69,7 +71,8 @@ def train_sample(root: Path, image_size: int, epochs: int) -> Path:
 
 
 def _runners(checkpoint: Path, folder: Path) -> dict[str, tuple[Path, Callable[[int], Callable]]]:
-    """Format name -> (file, threads -> batch runner), exporting every format into ``folder``."""
+    """Format name -> (file, threads -> batch runner): the files in the run's ``export/`` folder
+    (default names), exported there first when missing; the torch weights go to ``folder``."""
     net, _ = load_network(checkpoint)
     net = net.cpu().eval()
     weights = folder / "weights.pt"
@@ -91,10 +94,23 @@ def _runners(checkpoint: Path, folder: Path) -> dict[str, tuple[Path, Callable[[
     if importlib.util.find_spec("executorch") is not None:
         kinds += [("pte_fp32", "executorch", None), ("pte_int8", "executorch", "int8")]
     for name, fmt, quantize in kinds:
-        report = export_model(checkpoint, fmt, folder, quantize=quantize, latency_runs=5)
-        print(f"(exported {report.path.name}: {report.size_mb:.2f} MB)", flush=True)
-        formats[name] = (report.path, lambda threads, p=report.path: open_exported(p, threads).run)
+        path = RunFolder.of_checkpoint(checkpoint).export / default_name(fmt, quantize)
+        if path.is_file():  # export_model.py checked it when it wrote it
+            print(f"(using {path}: {path.stat().st_size / 1e6:.2f} MB)", flush=True)
+        else:
+            path = export_model(checkpoint, fmt, quantize=quantize, latency_runs=5).path
+            print(f"(exported {path}: {path.stat().st_size / 1e6:.2f} MB)", flush=True)
+        formats[name] = (path, lambda threads, p=path: open_exported(p, threads).run)
+    # a .pte runs on ExecuTorch's default pool (all cores) here; its 1-thread latency is taken in
+    # a separate process
     return formats
+
+
+def _pte_latency(path: Path, threads: int, image: np.ndarray, runs: int) -> float:
+    """Median latency of a ``.pte`` on ``threads`` threads, in a fresh process (see above)."""
+    set_pte_threads(threads)
+    run = open_exported(path).run
+    return median_ms(lambda: run(image), runs, budget_s=20)
 
 
 def bench_deploy(rows, root: Path, checkpoint: Path | None, quick: bool) -> None:
@@ -117,8 +133,12 @@ def bench_deploy(rows, root: Path, checkpoint: Path | None, quick: bool) -> None
     for name, (path, make) in formats.items():
         values = {"size": path.stat().st_size / 1e6}
         for label, threads in (("latency_1_thread", 1), ("latency_all_cores", 0)):
-            run = make(threads)
-            values[label] = median_ms(lambda run=run: run(images[:1]), runs, budget_s=20)
+            if path.suffix == ".pte":  # ExecuTorch's thread pool is set once per process
+                with multiprocessing.get_context("spawn").Pool(1) as pool:
+                    values[label] = pool.apply(_pte_latency, (path, threads, images[:1], runs))
+            else:
+                run = make(threads)
+                values[label] = median_ms(lambda run=run: run(images[:1]), runs, budget_s=20)
         predicted = make(0)(images).argmax(1)
         values["agreement"] = float((predicted == expected).mean())
         values["top1"] = float((predicted == labels).mean())

@@ -69,9 +69,10 @@ class ExportedModel:
 
 
 def open_exported(path: str | Path, threads: int = 1) -> ExportedModel:
-    """Load ``path`` (``.onnx`` or ``.pte``) for inference on ``threads`` CPU threads (0: the
-    runtime's default, all cores); a ``UserError`` when it is missing, unreadable or not a model
-    of this project."""
+    """Load ``path`` (``.onnx`` or ``.pte``) for inference on the CPU; a ``UserError`` when it is
+    missing, unreadable or not a model of this project. An ONNX file runs on ``threads`` threads
+    (0: all cores); a ``.pte`` on ExecuTorch's process-wide thread pool (all cores unless
+    ``set_pte_threads`` changed it before the first program was loaded)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(
@@ -81,7 +82,7 @@ def open_exported(path: str | Path, threads: int = 1) -> ExportedModel:
     if path.suffix.lower() == ".onnx":
         raw, run = _open_onnx(path, threads)
     elif path.suffix.lower() == ".pte":
-        raw, run = _open_pte(path, threads)
+        raw, run = _open_pte(path)
     else:
         raise UserError(
             f"'{path}' is not an exported model ({', '.join(EXPORTED_SUFFIXES)}). Pass an "
@@ -166,7 +167,7 @@ def onnx_runner(path: str | Path, threads: int = 1) -> Runner:
 
 
 # ---- ExecuTorch ---------------------------------------------------------------------------------
-def _open_pte(path: Path, threads: int) -> tuple[dict[str, str], Runner]:
+def _open_pte(path: Path) -> tuple[dict[str, str], Runner]:
     try:
         # ExecuTorch is optional and heavy (its runtime loads native kernels): only .pte needs it.
         from executorch.runtime import Runtime  # noqa: PLC0415
@@ -175,7 +176,6 @@ def _open_pte(path: Path, threads: int) -> tuple[dict[str, str], Runner]:
             f"'{path}' is an ExecuTorch program, and the executorch package is not installed. "
             "Install it (pip install executorch==1.5.1) or use the .onnx export."
         ) from None
-    set_pte_threads(threads)
     try:
         program = Runtime.get().load_program(path.read_bytes())
         names = program.method_names
@@ -209,7 +209,9 @@ def pte_runner(forward: Any) -> Runner:
 
 
 def set_pte_threads(threads: int) -> None:
-    """XNNPACK's thread pool size (0: all cores); process-wide, like the runtime's pool."""
+    """The size of ExecuTorch's process-wide thread pool (0: all cores). Call it before the
+    process loads its first program: resetting the pool under a loaded program crashes the
+    runtime (executorch 1.5.1)."""
     from executorch.extension.pybindings.portable_lib import (  # noqa: PLC0415  # optional
         _unsafe_reset_threadpool,
     )

@@ -38,7 +38,7 @@ from workflows.inference.calibration import (
     staging_folder,
 )
 from workflows.inference.export import INPUT_NAME, LATENCY_BUDGET_S, ExportReport, app_metadata
-from workflows.inference.exported import PTE_META_METHOD, open_exported, set_pte_threads
+from workflows.inference.exported import PTE_META_METHOD, open_exported
 
 FP32_TOLERANCE = 1e-3  # XNNPACK's fp32 kernels sum in another order than PyTorch's
 
@@ -91,7 +91,7 @@ def export_pte(
         )
         final = stage / path.name
         final.write_bytes(program)
-        model = open_exported(final, threads=1)
+        model = open_exported(final)
         got = model.run(held_out)
         same, max_prob_diff = agreement(expected, got)
         max_diff = float(np.abs(got - expected).max())
@@ -110,7 +110,6 @@ def export_pte(
             eager = median_ms(lambda: net(tensor), latency_runs, budget_s=LATENCY_BUDGET_S)
         give_umask_permissions(final)
         os.replace(final, path)
-    set_pte_threads(0)
     return ExportReport(
         path=path,
         format="executorch",
