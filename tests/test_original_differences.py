@@ -4,9 +4,11 @@ run, loglevel NOTSET."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,7 +16,17 @@ import yaml
 from configuration import TEMPLATE_PATH, Config, load_config, validate_config
 from models.arch_dict import build_network, count_parameters
 from utils.logger import setup_logging
+from workflows.runs.run_folder import RunFolder
+from workflows.tracking.trackers import (
+    NEPTUNE_DIR,
+    NeptuneTracker,
+    finish_trackers,
+    start_trackers,
+    thesis_params,
+)
 from workflows.training.run import run_training
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _is_placeholder(value) -> bool:
@@ -105,3 +117,65 @@ def test_template_with_another_architecture_loads_with_one_warning(tmp_path, cap
     assert "dropout" in warnings[0].getMessage() and "output_channels" in warnings[0].getMessage()
     net = build_network(config.architecture, 5, config.img_channels, **config.arch_options())
     assert count_parameters(net) > 0
+
+
+def _neptune_parameters(run_dir) -> dict:
+    """The parameters in the Neptune client's offline operation files of ``run_dir``."""
+    params = {}
+    for log_file in (run_dir / NEPTUNE_DIR).rglob("data-*.log"):
+        for line in log_file.read_text(encoding="utf-8").splitlines():
+            op = json.loads(line)["obj"]
+            path = op.get("path", [])
+            if path[:1] == ["parameters"]:
+                params[path[1]] = op.get("value")
+    return params
+
+
+def test_neptune_gets_the_originals_architecture_name_and_weight_decay(tmp_path):
+    # C-1's settings: Adam with only a learning rate; the thesis's log reads
+    # 'architecture': 'GhostNet' and 'weight_decay': 0.0 (thesis_experiments.txt).
+    config = Config(
+        optimizer="Adam", optimizer_params={"lr": 0.001}, lr_scheduler=None, log_to_neptune=True
+    )
+    run = RunFolder(tmp_path / "ghost_20200917224346")
+    run.path.mkdir()
+    trackers = [NeptuneTracker(config)]
+    start_trackers(trackers, config, run, 4_153_092, "colab")
+    finish_trackers(trackers, run, {"epochs_run": 0})
+    params = _neptune_parameters(run.path)
+    assert params["architecture"] == "GhostNet" and params["weight_decay"] == 0.0
+    assert params["learning_rate"] == 0.001 and params["optimizer"] == "Adam"
+
+
+@pytest.mark.parametrize(
+    ("key", "logged"),
+    [
+        ("eff_b0", "EfficientNet_b0"),
+        ("sqnxt_1v5", "SqueezeNext23_10_v5"),
+        ("hard_39dw", "HarDNet_39dw"),
+    ],
+)
+def test_every_architecture_is_logged_by_the_originals_builder_name(key, logged):
+    config = Config(architecture=key, dropout=None, out_channels=None)
+    params = thesis_params(config, 1, "local")
+    assert params["architecture"] == logged
+    assert params["weight_decay"] == 0.6  # the template's, set: logged as it is
+
+
+def _notebook_setting(notebook: Path, name: str):
+    """The literal that the cell tagged ``parameters`` assigns to ``name``."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    (settings,) = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
+    tree = ast.parse("".join(settings["source"]))
+    (value,) = [
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets] == [name]
+    ]
+    return ast.literal_eval(value)
+
+
+def test_colab_notebook_trains_on_the_thesis_input_path_by_default_like_train_py():
+    assert _notebook_setting(REPO / "train_colab.ipynb", "FAST_INPUT") is False
+    defaults = Config()  # train.py's: the template's values
+    assert defaults.cache_images is False and defaults.augment_on == "cpu"
