@@ -179,3 +179,51 @@ def test_colab_notebook_trains_on_the_thesis_input_path_by_default_like_train_py
     assert _notebook_setting(REPO / "train_colab.ipynb", "FAST_INPUT") is False
     defaults = Config()  # train.py's: the template's values
     assert defaults.cache_images is False and defaults.augment_on == "cpu"
+
+
+# The parameters Neptune holds for C-50, the thesis's best run (thesis_experiments.txt), as
+# Neptune returned them: numbers as floats, everything else as text.
+C50_LOGGED = {
+    "all_optimizer_params": "{'lr': 0.001, 'weight_decay': 0.6}",
+    "architecture": "GhostNet",
+    "augment_images": "True",
+    "augment_tensors": "False",
+    "batch_size": 64.0,
+    "crop_to_bboxes": "False",
+    "dropout": 0.2,
+    "erase_background": "False",
+    "grayscale": "False",
+    "image_augmentations": "{'RandomHorizontalFlip': {'p': 0.5}, 'RandomAffine': {'degrees': 25, "
+    "'translate': [0.1, 0.1], 'scale': [0.9, 1.1], 'shear': 8}, 'ColorJitter': {'brightness': "
+    "0.2, 'contrast': 0.2, 'saturation': 0.2, 'hue': 0.1}}",
+    "img_size": "[227, 227]",
+    "learning_rate": 0.001,
+    "loss_function": "LabelSmoothingCrossEntropy",
+    "loss_params": "None",
+    "lr_scheduler": "MultiStepLR",
+    "lr_scheduler_params": "{'gamma': 0.1, 'milestones': [67, 82, 95, 107]}",
+    "max_num_epochs": 200.0,
+    "norm_params_gray": "None",
+    "norm_params_rgb": "{'mean': [0.4707, 0.4602, 0.455], 'std': [0.2594, 0.2585, 0.2635]}",
+    "normalize": "True",
+    "num_params": 3041412.0,
+    "optimizer": "AdamW",
+    "out_channels": 320.0,
+    "runtime": "colab",
+    "tensor_augmentations": "None",
+    "weight_decay": 0.6,
+}
+
+
+def _as_neptune_returned(value):
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return str(value)
+
+
+def test_the_template_logs_c50s_parameters_bbox_flags_off_included():
+    config = load_config(TEMPLATE_PATH, [])
+    assert config.crop_to_bboxes is False and config.erase_background is False  # C-50's
+    net = build_network(config.architecture, 196, config.img_channels, **config.arch_options())
+    params = thesis_params(config, count_parameters(net), "colab")
+    assert {k: _as_neptune_returned(v) for k, v in params.items()} == C50_LOGGED
