@@ -17,6 +17,7 @@ from models.architectures.efficientnet import MBConvBlock, drop_connect
 from models.architectures.hardnet import harmonic_links
 from models.architectures.squeezenext import SqueezeNextBlock
 from utils.errors import UserError
+from workflows.training.run import run_training
 
 EXPECTED_KEYS = [
     "sq_10",
@@ -347,3 +348,10 @@ def test_drop_connect_drops_whole_images_while_training():
     assert (per_image.min(1).values == per_image.max(1).values).all()  # a whole image or none
     assert (per_image[:, 0] == 0).float().mean().item() == pytest.approx(0.2, abs=0.03)
     assert drop_connect(x, 0.2, training=False) is x
+
+
+def test_a_size_squeezenext_cannot_take_stops_the_run_naming_its_range(fast_config, tmp_path):
+    config = fast_config("architecture=sqnxt_1", "image_size=[64,64]")
+    with pytest.raises(UserError, match=r"'sqnxt_1'.*105x105 to 232x232 pixels.*got 64x64"):
+        run_training(config, progress_bar=False)
+    assert not any((tmp_path / "output").glob("sqnxt_1_*"))  # no run folder left behind

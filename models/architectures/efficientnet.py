@@ -6,7 +6,8 @@ What sets it apart from torchvision's EfficientNet:
   stride`` pixels in all, the odd one on the right and bottom, so a 227x227 input ends in a
   7x7 feature map (torchvision pads ``(kernel - 1) // 2`` on every side: 8x8).
 - Drop-connect (a residual branch dropped per image while training) at a constant rate of 0.2
-  in every block, where torchvision raises the rate linearly from 0 to 0.2 over the blocks.
+  in every block, where torchvision raises the rate linearly from 0 towards 0.2 over the
+  blocks.
 - BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1; torchvision: 1e-3, 0.01), and the
   original's initialization: Kaiming-normal (fan-out) convolutions with zero biases, unit
   BatchNorm, the classifier uniform in +-1/sqrt(classes).
