@@ -1,6 +1,8 @@
-"""Where the original's behaviour is kept on purpose: defaults equal to the template, GhostNet-only
-options ignored for other networks, early stopping 15 with a plateau scheduler, a fresh seed per
-run, loglevel NOTSET."""
+"""What README's "Differences from the original" says, held by tests: defaults equal to the
+template (C-50's, bbox flags off), GhostNet-only options ignored for other networks, early
+stopping 15 with a plateau scheduler, a fresh seed per run, loglevel NOTSET, the tracker
+parameters the original sent to Neptune, the Colab notebook's default input path, the log line
+format, the Neptune client package, the files that moved."""
 
 from __future__ import annotations
 
@@ -8,12 +10,20 @@ import ast
 import csv
 import json
 import logging
+import os
+import re
+import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from configuration import TEMPLATE_PATH, Config, load_config, validate_config
+from datasets import stanford_utils
+from datasets.prepare import prepare_dataset
 from models.arch_dict import build_network, count_parameters
 from utils.logger import setup_logging
 from workflows.runs.run_folder import RunFolder
@@ -227,3 +237,44 @@ def test_the_template_logs_c50s_parameters_bbox_flags_off_included():
     net = build_network(config.architecture, 196, config.img_channels, **config.arch_options())
     params = thesis_params(config, count_parameters(net), "colab")
     assert {k: _as_neptune_returned(v) for k, v in params.items()} == C50_LOGGED
+
+
+def test_log_lines_have_one_format_in_the_file_and_on_the_console(tmp_path, capsys):
+    root = logging.getLogger()
+    level = root.level
+    try:
+        log_file = setup_logging(tmp_path / "logs", "INFO")
+        logging.getLogger("cars.test").info("a line")
+        for handler in root.handlers:
+            handler.flush()
+        expected = re.compile(
+            rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} - cars\.test - INFO - {os.getpid()} - a line$"
+        )
+        (in_file,) = log_file.read_text(encoding="utf-8").splitlines()[-1:]
+        assert expected.match(in_file), in_file
+        on_console = [line for line in capsys.readouterr().err.splitlines() if "a line" in line]
+        assert on_console and all(expected.match(line) for line in on_console), on_console
+    finally:
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            if str(tmp_path) in getattr(handler, "baseFilename", ""):
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+
+
+def test_the_neptune_client_is_the_pinned_neptune_client_package_and_warns_on_import():
+    assert metadata.version("neptune-client").startswith("1.14")
+    done = subprocess.run(
+        [sys.executable, "-c", "import neptune"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0
+    assert "NeptuneDeprecationWarning" in done.stderr and "neptune-client" in done.stderr
+
+
+def test_the_moved_files_and_the_preparation_function():
+    assert stanford_utils.prepare_dataset is prepare_dataset  # under the thesis's module name
+    for name in ("mobilenet_v2", "shufflenet_v2"):
+        assert (REPO / "models" / "architectures" / f"{name}.py").is_file()
+    assert (REPO / "configuration" / "__init__.py").is_file()
+    assert not (REPO / "utils" / "configuration.py").exists()
+    assert build_network("hard_39", 5)(torch.randn(1, 3, 227, 227)).shape == (1, 5)
