@@ -118,23 +118,42 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
     return rows
 
 
+class UnreadableRun(ValueError):
+    """A run folder whose metrics.csv or config.yml cannot be read; the message says why."""
+
+
 def load_run(folder: Path) -> RunRecord | None:
-    """The run in ``folder``; None when it holds no ``metrics.csv`` (not a run)."""
+    """The run in ``folder``; None when it holds no ``metrics.csv`` (not a run) or cannot be
+    read (with a warning)."""
+    try:
+        return read_run(folder)
+    except UnreadableRun as err:
+        log.warning("%s", err)
+        return None
+
+
+def read_run(folder: Path) -> RunRecord | None:
+    """The run in ``folder``; None when it holds no ``metrics.csv`` (not a run). A run whose
+    files cannot be read (a config.yml past the config loader's limits, e.g. an alias bomb)
+    raises ``UnreadableRun``."""
     run = RunFolder(folder)
     if not run.metrics_csv.is_file():
         return None
     try:
         rows = read_metrics(run.metrics_csv)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        log.warning("skipping '%s': its metrics.csv cannot be read (%s)", folder, err)
-        return None
+        raise UnreadableRun(f"skipped '{folder}': its metrics.csv cannot be read ({err})") from None
+    try:
+        config = run.checked_config()
+    except UserError as err:
+        raise UnreadableRun(f"skipped '{folder}': {err}") from None
     summary = None
     if run.summary_json.is_file():
         try:
             summary = _read_json(run.summary_json)
         except ValueError:
             summary = None
-    return RunRecord(path=run.path, config=run.read_config(), rows=rows, summary=summary)
+    return RunRecord(path=run.path, config=config, rows=rows, summary=summary)
 
 
 def find_runs(paths: list[Path], notes: list[str] | None = None) -> list[RunRecord]:
@@ -142,9 +161,19 @@ def find_runs(paths: list[Path], notes: list[str] | None = None) -> list[RunReco
     is skipped with a note in ``notes``."""
     notes = notes if notes is not None else []
     found: dict[Path, RunRecord] = {}
+
+    def read(folder: Path) -> RunRecord | bool | None:  # False: a run, skipped with a note
+        try:
+            return read_run(folder)
+        except UnreadableRun as err:
+            notes.append(str(err))
+            return False
+
     for path in paths:
         path = Path(path)
-        record = load_run(path) if path.is_dir() else None
+        record = read(path) if path.is_dir() else None
+        if record is False:
+            continue
         if record is not None:
             found[record.path.resolve()] = record
             continue
@@ -153,10 +182,12 @@ def find_runs(paths: list[Path], notes: list[str] | None = None) -> list[RunReco
             continue
         children = 0
         for child in sorted(p for p in path.iterdir() if p.is_dir()):
-            child_record = load_run(child)
-            if child_record is not None:
+            child_record = read(child)
+            if isinstance(child_record, RunRecord):
                 found[child_record.path.resolve()] = child_record
                 children += 1
+            elif child_record is False:
+                children += 1  # a run, though skipped
             elif child.name not in _KNOWN_NON_RUNS and not child.name.startswith("."):
                 notes.append(f"skipped '{child}': not a run folder (no metrics.csv)")
         if not children:
