@@ -118,35 +118,20 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
     return rows
 
 
-class UnreadableRun(ValueError):
-    """A run folder whose metrics.csv or config.yml cannot be read; the message says why."""
-
-
-def load_run(folder: Path) -> RunRecord | None:
-    """The run in ``folder``; None when it holds no ``metrics.csv`` (not a run) or cannot be
-    read (with a warning)."""
-    try:
-        return read_run(folder)
-    except UnreadableRun as err:
-        log.warning("%s", err)
-        return None
-
-
-def read_run(folder: Path) -> RunRecord | None:
-    """The run in ``folder``; None when it holds no ``metrics.csv`` (not a run). A run whose
-    files cannot be read (a config.yml past the config loader's limits, e.g. an alias bomb)
-    raises ``UnreadableRun``."""
+def load_run(folder: Path, notes: list[str] | None = None) -> RunRecord | None:
+    """The run in ``folder``; None when it holds no ``metrics.csv`` (not a run), or when its
+    metrics.csv or config.yml (past the config loader's limits, e.g. an alias bomb) cannot be
+    read: a note in ``notes`` then says why (a warning when no list is given)."""
     run = RunFolder(folder)
     if not run.metrics_csv.is_file():
         return None
     try:
         rows = read_metrics(run.metrics_csv)
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise UnreadableRun(f"skipped '{folder}': its metrics.csv cannot be read ({err})") from None
-    try:
         config = run.checked_config()
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        return _skipped(f"skipped '{folder}': its metrics.csv cannot be read ({err})", notes)
     except UserError as err:
-        raise UnreadableRun(f"skipped '{folder}': {err}") from None
+        return _skipped(f"skipped '{folder}': {err}", notes)
     summary = None
     if run.summary_json.is_file():
         try:
@@ -156,38 +141,35 @@ def read_run(folder: Path) -> RunRecord | None:
     return RunRecord(path=run.path, config=config, rows=rows, summary=summary)
 
 
+def _skipped(note: str, notes: list[str] | None) -> None:
+    if notes is None:
+        log.warning("%s", note)
+    else:
+        notes.append(note)
+
+
 def find_runs(paths: list[Path], notes: list[str] | None = None) -> list[RunRecord]:
     """The runs among ``paths``: each a run folder or a folder of run folders. What is neither
     is skipped with a note in ``notes``."""
     notes = notes if notes is not None else []
     found: dict[Path, RunRecord] = {}
-
-    def read(folder: Path) -> RunRecord | bool | None:  # False: a run, skipped with a note
-        try:
-            return read_run(folder)
-        except UnreadableRun as err:
-            notes.append(str(err))
-            return False
-
     for path in paths:
         path = Path(path)
-        record = read(path) if path.is_dir() else None
-        if record is False:
-            continue
-        if record is not None:
-            found[record.path.resolve()] = record
+        if RunFolder(path).metrics_csv.is_file():
+            record = load_run(path, notes)
+            if record is not None:
+                found[record.path.resolve()] = record
             continue
         if not path.is_dir():
             notes.append(f"skipped '{path}': not a folder")
             continue
         children = 0
         for child in sorted(p for p in path.iterdir() if p.is_dir()):
-            child_record = read(child)
-            if isinstance(child_record, RunRecord):
-                found[child_record.path.resolve()] = child_record
+            if RunFolder(child).metrics_csv.is_file():
                 children += 1
-            elif child_record is False:
-                children += 1  # a run, though skipped
+                child_record = load_run(child, notes)
+                if child_record is not None:
+                    found[child_record.path.resolve()] = child_record
             elif child.name not in _KNOWN_NON_RUNS and not child.name.startswith("."):
                 notes.append(f"skipped '{child}': not a run folder (no metrics.csv)")
         if not children:
