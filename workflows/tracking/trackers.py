@@ -23,6 +23,7 @@ from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger
 
 from configuration import Config
 from models.arch_dict import ARCHITECTURES
+from utils.text import without_credentials
 from workflows.runs.comparison import load_run, plot_learning_curves
 from workflows.runs.run_folder import RunFolder
 from workflows.tracking.base import END_TIMEOUT_S, Tracker
@@ -127,7 +128,7 @@ class MlflowTracker(Tracker):
         super().__init__()
         self.uri = mlflow_uri(config)
         self.fix = (
-            f"Check mlflow_tracking_uri ('{self.uri}'): start the server or point it at a "
+            f"Check mlflow_tracking_uri ('{without_credentials(self.uri)}'): start the server or point it at a "
             "reachable one, or set log_to_mlflow: False."
         )
         if self.uri.startswith(("http://", "https://")):
