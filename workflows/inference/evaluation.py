@@ -15,9 +15,10 @@ Files written to ``out_dir`` (default ``<run>/evaluation/``): ``metrics.json`` (
 
 An exported model (``.onnx`` fp32 or int8, ``.pte``; see ``workflows.inference.exported``) is
 evaluated the same way without Lightning: its logits on the split, read with the preprocessing
-from its metadata, give the same four files (default folder ``<run>/evaluation/<file
-stem>-<split>/`` for ``<run>/export/<file>``); its loss is cross-entropy (an exported file does
-not record the training loss) and ``metrics.json`` adds ``quantization``.
+from its metadata, give the same four files (default folder ``<run>/evaluation/<stem>-<split>/``
+for ``<run>/export/<stem>.onnx``, ``<stem>-pte-<split>/`` for a ``.pte``); its loss is
+cross-entropy (an exported file does not record the training loss) and ``metrics.json`` adds
+``quantization``.
 """
 
 from __future__ import annotations
@@ -175,7 +176,9 @@ def evaluate_exported(
         "data_path": str(Path(data_path).resolve()),
         "quantization": model.metadata.get("quantization"),
     }
-    out = Path(out_dir) if out_dir is not None else run.evaluation_for(model.path, split)
+    # model.pte beside model.onnx: its own folder (evaluation/model-pte-test/)
+    stem = model.path.stem + ("-pte" if model.path.suffix.lower() == ".pte" else "")
+    out = Path(out_dir) if out_dir is not None else run.evaluation / f"{stem}-{split}"
     name = model.metadata.get("run_name") or model.path.name
     _write_reports(
         out, metrics, matrix, model.class_names, _title(f"{name} ({model.path.name})", metrics)

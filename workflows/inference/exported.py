@@ -177,7 +177,8 @@ def _open_pte(path: Path) -> tuple[dict[str, str], Runner]:
             "Install it (pip install executorch==1.5.1) or use the .onnx export."
         ) from None
     try:
-        program = Runtime.get().load_program(path.read_bytes())
+        # A path, not bytes: the runtime reads from the buffer it is given without owning it.
+        program = Runtime.get().load_program(path)
         names = program.method_names
     except Exception as err:  # the runtime's RuntimeError/ValueError for a foreign file
         raise _not_ours(path, f"ExecuTorch cannot load it: {type(err).__name__}") from None
@@ -191,19 +192,24 @@ def _open_pte(path: Path) -> tuple[dict[str, str], Runner]:
         raw = None
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
         raise _not_ours(path, f"its '{PTE_META_METHOD}' is not a JSON object of strings")
+    return raw, pte_runner(program)
+
+
+def pte_runner(program: Any) -> Runner:
+    """Batch over a ``.pte``'s ``forward`` (traced at batch 1): one image at a time. The runner
+    holds the program, which must outlive its methods."""
     forward = program.load_method("forward")
-    return raw, pte_runner(forward)
-
-
-def pte_runner(forward: Any) -> Runner:
-    """Batch over a ``.pte`` method traced at batch 1: one image at a time."""
 
     def run(images: np.ndarray) -> np.ndarray:
-        outputs = [
-            forward.execute([torch.from_numpy(np.ascontiguousarray(image[None], np.float32))])[0]
-            for image in images
-        ]
-        return np.concatenate([out.numpy() for out in outputs])
+        logits = []
+        for image in images:
+            tensor = torch.from_numpy(np.ascontiguousarray(image[None], np.float32))
+            # copied at once: the output may live in the method's planned memory
+            logits.append(forward.execute([tensor])[0].numpy().copy())
+        return np.concatenate(logits)
+
+    run.program = program  # type: ignore[attr-defined]  # kept alive with the runner
+    return run
 
     return run
 
