@@ -29,7 +29,7 @@ from utils.errors import UserError
 from utils.hardware import external_launch_id
 from workflows.runs.comparison import RunRecord, load_run, report
 from workflows.sweep.axes import Axis, parse_axes, sweep_name
-from workflows.training.interruptions import StoppedEarly
+from workflows.training.interruptions import StoppedBeforeFirstEpoch
 from workflows.training.run import run_training
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ def _objective(trial, axes, name, config_path, overrides, data_path, progress_ba
         result = run_training(
             config, progress_bar=progress_bar, callbacks=[pruning] if pruning else None
         )
-    except StoppedEarly:  # Ctrl-C before the first epoch ended: stop the sweep, not this run
+    except StoppedBeforeFirstEpoch:  # Ctrl-C before the first epoch ended: stop the sweep, not this run
         raise KeyboardInterrupt from None
     except Exception as err:
         trial.set_user_attr(

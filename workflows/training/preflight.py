@@ -1,4 +1,5 @@
-"""A dry run of the first images and one training step, before a run folder exists."""
+"""A dry run of the first images and one training step, before a run folder exists; it leaves
+the random-number state as it found it, so the run trains as if it had not run."""
 
 from __future__ import annotations
 
@@ -9,9 +10,21 @@ from torch import nn
 
 from datasets.stanford_data_module import StanfordCarsDataModule
 from utils.errors import UserError
+from workflows.training.resume import RandomState
 
 
 def preflight(
+    data: StanfordCarsDataModule, net: nn.Module, loss_fn: nn.Module, loss_name: str, arch: str
+) -> None:
+    """``_dry_run``, leaving the random-number state as it found it."""
+    state = RandomState().state_dict()
+    try:
+        _dry_run(data, net, loss_fn, loss_name, arch)
+    finally:
+        RandomState().load_state_dict(state)
+
+
+def _dry_run(
     data: StanfordCarsDataModule, net: nn.Module, loss_fn: nn.Module, loss_name: str, arch: str
 ) -> None:
     """Run two training images and one validation image through their transforms, and one
