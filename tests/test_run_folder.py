@@ -32,6 +32,7 @@ def with_run_seed(config):
 def create_or_join(output_path, architecture):
     return Launch.resolve().run_folder(output_path, architecture)
 
+
 LAUNCH_VARIABLES = (
     "RANK",
     "LOCAL_RANK",

@@ -253,7 +253,7 @@ def _objective(trial, axes, name, config_path, overrides, data_path, progress_ba
         result = run_training(
             config, progress_bar=progress_bar, callbacks=[pruning] if pruning else None
         )
-    except StoppedBeforeFirstEpoch:  # Ctrl-C before the first epoch ended: stop the sweep, not this run
+    except StoppedBeforeFirstEpoch:  # Ctrl-C before the first epoch: stop the sweep, not this run
         raise KeyboardInterrupt from None
     except Exception as err:
         trial.set_user_attr(

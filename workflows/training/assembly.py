@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -66,6 +67,68 @@ def assemble(
     written before the run folder is made (a resume writes nothing before training starts)."""
     launch = Launch.resolve()
     config = config.model_copy(update={"seed": launch.seed(config)})  # recorded in config.yml
+    parts = _parts(config, resume)
+    config, data = parts.config, parts.data
+    # ---- the run folder: the resumed run's (checked first), else a new one
+    if resume is not None:
+        run, created = resume.run, False
+    else:
+        run, created = launch.run_folder(config.output_path, config.architecture)
+    meta = _checkpoint_meta(config, data, run)
+    if resume is not None:
+        check_resumable(resume, config, meta, run.read_config())
+    lock = None
+    try:
+        lock = run.claim() if launch.first else None
+        module = NetModule(
+            net=parts.net,
+            loss_fn=parts.loss_fn,
+            num_classes=data.num_classes,
+            optimizer=config.optimizer,
+            optimizer_params=config.optimizer_params,
+            lr_scheduler=config.lr_scheduler,
+            lr_scheduler_params=config.lr_scheduler_params,
+            meta=meta.to_dict(),
+        )
+        _log_start(run, config, data, parts.facts["num_params"])
+        lifecycle = LifeCycle(
+            config,
+            launch,
+            run,
+            created,
+            MetricsCSV(run.metrics_csv, resume_at=resume.next_epoch if resume else None),
+            build_trackers(config) if launch.first else [],  # DDP: the first process reports
+            parts.facts,
+            previous=resume.summary if resume else None,
+            resume_at=resume.next_epoch if resume else None,
+        )
+        extra = [*head_first(config, parts.head), *(callbacks or [])]  # freeze_epochs
+        if resume is not None:
+            extra.insert(0, ResumedSettings(config, run.read_config(), resume))
+        trainer = _trainer(config, run, signals, lifecycle, extra, progress_bar)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        if created:
+            run.remove()  # nothing ran: leave no empty run behind
+        raise
+    checkpoint = resume.checkpoint if resume else None
+    return Assembly(launch, data, module, trainer, run, lifecycle, checkpoint, lock)
+
+
+@dataclass
+class _Parts:
+    config: Config  # completed from init_from's checkpoint when fine-tuning
+    data: StanfordCarsDataModule
+    net: torch.nn.Module
+    loss_fn: torch.nn.Module
+    head: set[str]  # the output layer's weights, when fine-tuning
+    facts: dict[str, Any]  # what summary.json says of the run besides its epochs
+
+
+def _parts(config: Config, resume: ResumePoint | None) -> _Parts:
+    """The data, the network (its weights from init_from's checkpoint when fine-tuning; a
+    resumed run's come from its own checkpoint), the loss, checked by one dry run."""
     start = None
     if resume is None:  # fine-tuning: the architecture and preprocessing of init_from's
         config, start = resolve_init_from(config)
@@ -97,73 +160,40 @@ def assemble(
         "description": config.description,
     }
     net = prepare_network(net, config.channels_last, config.compile, config.compile_mode)  # speed
-    # ---- the run folder: the resumed run's (checked first), else a new one
-    if resume is not None:
-        run, created = resume.run, False
-        meta = _checkpoint_meta(config, data, run)
-        check_resumable(resume, config, meta, run.read_config())
-    else:
-        run, created = launch.run_folder(config.output_path, config.architecture)
-        meta = _checkpoint_meta(config, data, run)
-    lock = None
-    try:
-        lock = run.claim() if launch.first else None
-        module = NetModule(
-            net=net,
-            loss_fn=loss_fn,
-            num_classes=data.num_classes,
-            optimizer=config.optimizer,
-            optimizer_params=config.optimizer_params,
-            lr_scheduler=config.lr_scheduler,
-            lr_scheduler_params=config.lr_scheduler_params,
-            meta=meta.to_dict(),
-        )
-        _log_start(run, config, data, facts["num_params"])
-        metrics = MetricsCSV(run.metrics_csv, resume_at=resume.next_epoch if resume else None)
-        lifecycle = LifeCycle(
-            config,
-            launch,
-            run,
-            created,
-            metrics,
-            build_trackers(config) if launch.first else [],  # DDP: the first process reports
-            facts,
-            previous=resume.summary if resume else None,
-            resume_at=resume.next_epoch if resume else None,
-        )
-        trainer = make_trainer(
-            max_epochs=config.num_epochs,
-            accelerator=config.accelerator,
-            devices=config.devices,
-            callbacks=[
-                signals,  # first: it must see an epoch's end before the writers do
-                metrics,
-                *checkpoint_callbacks(run.checkpoints),
-                ConfiguredEarlyStopping(config.early_stopping_patience()),
-                FiniteLossGuard(),
-                lifecycle.loading,
-                RandomState(),
-                *head_first(config, head),  # freeze_epochs
-                *([ResumedSettings(config, run.read_config(), resume)] if resume else []),
-                *(callbacks or []),
-                lifecycle,
-            ],
-            progress_bar=progress_bar,
-            root_dir=run.path,
-            plugins=[AtomicCheckpointIO()],
-            loggers=lifecycle.trackers,
-            precision=config.precision,  # speed
-            num_nodes=config.num_nodes,
-            strategy=config.strategy,
-        )
-    except BaseException:
-        if lock is not None:
-            lock.release()
-        if created:
-            run.remove()  # nothing ran: leave no empty run behind
-        raise
-    checkpoint = resume.checkpoint if resume else None
-    return Assembly(launch, data, module, trainer, run, lifecycle, checkpoint, lock)
+    return _Parts(config, data, net, loss_fn, head, facts)
+
+
+def _trainer(
+    config: Config,
+    run: RunFolder,
+    signals: SignalStop,
+    lifecycle: LifeCycle,
+    extra: list[pl.Callback],
+    progress_bar: bool,
+) -> pl.Trainer:
+    return make_trainer(
+        max_epochs=config.num_epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        callbacks=[
+            signals,  # first: it must see an epoch's end before the writers do
+            lifecycle.metrics,
+            *checkpoint_callbacks(run.checkpoints),
+            ConfiguredEarlyStopping(config.early_stopping_patience()),
+            FiniteLossGuard(),
+            lifecycle.loading,
+            RandomState(),
+            *extra,
+            lifecycle,  # last: it ends the run once the others are done
+        ],
+        progress_bar=progress_bar,
+        root_dir=run.path,
+        plugins=[AtomicCheckpointIO()],
+        loggers=lifecycle.trackers,
+        precision=config.precision,  # speed
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+    )
 
 
 def build_datamodule(config: Config, data_path: str | Path | None = None) -> StanfordCarsDataModule:

@@ -124,7 +124,9 @@ class LifeCycle(Callback):
             before = []
             if isinstance(self.previous.get("duration_s"), (int, float)):
                 epochs = self.previous.get("epochs_run")
-                before = [{"first_epoch": 0, "epochs": epochs, "duration_s": self.previous["duration_s"]}]
+                before = [
+                    {"first_epoch": 0, "epochs": epochs, "duration_s": self.previous["duration_s"]}
+                ]
         first = self.resume_at or 0
         now = {
             "first_epoch": first,

@@ -328,10 +328,7 @@ def _early_stop_epoch(point: ResumePoint, state: dict[str, Any]) -> int | None:
     if isinstance(stopped, int) and stopped > 0:
         return stopped
     summary = point.summary if point.summary is not None else _read_summary(point.run)
-    if (
-        summary.get("early_stopped") is True
-        and summary.get("epochs_run") == point.next_epoch
-    ):
+    if summary.get("early_stopped") is True and summary.get("epochs_run") == point.next_epoch:
         return point.epoch
     return None
 
