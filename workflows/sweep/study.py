@@ -174,7 +174,7 @@ def _one_device(base: Config) -> list[str]:
     launch = external_launch_id()
     if launch is not None:
         # The processes of one torchrun/srun launch share one run folder per launch (see
-        # RunFolder.create_or_join), while each sweep process trains runs of its own.
+        # workflows.runs.launch), while each sweep process trains runs of its own.
         raise UserError(
             f"a sweep cannot run as one launch of several processes ({launch.split('-')[0]}): "
             "each sweep process trains its own runs on one device. Start independent "

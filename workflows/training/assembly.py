@@ -96,7 +96,9 @@ def assemble(
             launch,
             run,
             created,
-            MetricsCSV(run.metrics_csv, resume_at=resume.next_epoch if resume else None),
+            MetricsCSV(
+                run.metrics_csv, resume_at=resume.next_epoch if resume else None, write=launch.first
+            ),
             build_trackers(config) if launch.first else [],  # DDP: the first process reports
             parts.facts,
             previous=resume.summary if resume else None,
