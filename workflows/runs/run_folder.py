@@ -55,6 +55,7 @@ class RunFolder:
     EVALUATION = "evaluation"
     EXPORT = "export"
     TRACKERS = "trackers.json"
+    LOCK, LOCK_OWNER = ".lock", ".lock.owner"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -189,16 +190,16 @@ class RunFolder:
             write_json_atomic(self.trackers_json, {**self.read_trackers(), tracker: identity})
 
     # ---- one process at a time --------------------------------------------------------------
-    def claim(self) -> FileLock:
+    def claim(self) -> RunLock:
         """Lock the folder for this process (release the returned lock when the run ends); a
         folder another live process holds is a ``UserError`` naming that process. The lock
         dies with its process, so a folder a killed run left is simply taken over."""
-        lock = FileLock(self.path / ".lock", timeout=0)
+        lock = FileLock(self.path / self.LOCK, timeout=0)
         try:
             lock.acquire()
         except Timeout:
             try:
-                holder = json.loads((self.path / ".lock.owner").read_text(encoding="utf-8"))
+                holder = json.loads((self.path / self.LOCK_OWNER).read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 holder = {}
             raise UserError(
@@ -208,12 +209,23 @@ class RunFolder:
                 "end (or stop it), then resume again."
             ) from None
         owner = {"pid": os.getpid(), "host": os.uname().nodename, "since": time.strftime("%c")}
-        write_json_atomic(self.path / ".lock.owner", owner)
-        return lock
+        write_json_atomic(self.path / self.LOCK_OWNER, owner)
+        return RunLock(lock, self.path / self.LOCK_OWNER)
 
     def remove(self) -> None:
         """Delete the folder: a run that never finished an epoch leaves nothing behind."""
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+class RunLock:
+    """A run folder's lock, held by this process (``RunFolder.claim``)."""
+
+    def __init__(self, lock: FileLock, owner: Path) -> None:
+        self._lock, self._owner = lock, owner
+
+    def release(self) -> None:
+        self._owner.unlink(missing_ok=True)  # while still held: never another process's
+        self._lock.release()
 
 
 def _unwritable_output(folder: Path, reason: str) -> None:

@@ -5,13 +5,13 @@ launch, the data module, the network (fine-tuned from ``init_from``, or to be re
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from filelock import FileLock
 
 from configuration import Config
 from datasets.stanford_data_module import StanfordCarsDataModule
@@ -24,7 +24,7 @@ from utils.hardware import available_cpus, default_num_workers, detect_runtime, 
 from utils.logger import quiet_lightning
 from workflows.runs.launch import Launch
 from workflows.runs.metrics import MetricsCSV
-from workflows.runs.run_folder import RunFolder
+from workflows.runs.run_folder import RunFolder, RunLock
 from workflows.tracking.trackers import build_trackers
 from workflows.training.callbacks import ConfiguredEarlyStopping, checkpoint_callbacks, make_trainer
 from workflows.training.checkpoint_io import AtomicCheckpointIO
@@ -49,7 +49,7 @@ class Assembly:
     run: RunFolder
     lifecycle: LifeCycle
     checkpoint: Path | None  # the checkpoint a resumed run goes on from
-    lock: FileLock | None  # the run folder's, held by the first process
+    lock: RunLock | None  # the run folder's, held by the first process
 
     def release(self) -> None:
         if self.lock is not None:
@@ -65,6 +65,7 @@ def assemble(
 ) -> Assembly:
     """Build the run ``config`` describes, or the continuation of ``resume``; nothing is
     written before the run folder is made (a resume writes nothing before training starts)."""
+    started = time.time()
     launch = Launch.resolve()
     config = config.model_copy(update={"seed": launch.seed(config)})  # recorded in config.yml
     parts = _parts(config, resume)
@@ -103,6 +104,7 @@ def assemble(
             parts.facts,
             previous=resume.summary if resume else None,
             resume_at=resume.next_epoch if resume else None,
+            started=started,
         )
         extra = [*head_first(config, parts.head), *(callbacks or [])]  # freeze_epochs
         if resume is not None:

@@ -42,12 +42,13 @@ class LifeCycle(Callback):
         facts: dict[str, Any],
         previous: dict[str, Any] | None = None,  # a resumed run's summary.json
         resume_at: int | None = None,
+        started: float | None = None,  # when this process began the run (time.time())
     ) -> None:
         self.config, self.launch, self.run, self.created = config, launch, run, created
         self.metrics, self.trackers, self.facts = metrics, trackers, facts
         self.previous, self.resume_at = previous or {}, resume_at
         self.loading = BatchLoading()  # in the trainer's callbacks too
-        self.started = time.time()
+        self.started = time.time() if started is None else started
         self.training = False
         self.summary: dict[str, Any] | None = None
         self.stopped_by: RunInterrupted | None = None
@@ -113,7 +114,8 @@ class LifeCycle(Callback):
         if kept:
             self.run.write_summary(self.summary)
         status = "FAILED" if failed else "KILLED" if self.stopped_by else "FINISHED"
-        finish_trackers(self.trackers, self.run if kept else None, self.summary, status)
+        if self.training:  # the trackers start with the training
+            finish_trackers(self.trackers, self.run if kept else None, self.summary, status)
         if status == "FINISHED":
             _log_finish(self.run, self.summary)
 
