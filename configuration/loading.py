@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from configuration.checks import ConfigProblems
 from configuration.schema import REDACTED, SECRET_KEYS, Config
 from models.arch_dict import ARCHITECTURES, architecture_options
 from utils.errors import UserError
@@ -214,15 +215,19 @@ def _format_errors(
     problems = []
     from_set = []
     valid_keys = set(Config.model_fields) | {"output_channels"}
-    for item in err.errors(include_input=True, include_url=False, include_context=False):
+    for item in err.errors(include_input=True, include_url=False):
         loc = ".".join(str(p) for p in item["loc"])
         given = item.get("input")
         message = item["msg"].removeprefix("Value error, ")
-        if not loc:  # the checks across keys: one problem a line, each naming its key
-            for line in message.splitlines():
-                problems.append(line)
-                named = re.match(r"key '([^'.]+)", line)
-                from_set.append(bool(named) and named.group(1) in set_keys)
+        across = item.get("ctx", {}).get("error")
+        if isinstance(across, ConfigProblems):  # the checks across keys, each naming its keys
+            for problem in across.problems:
+                problems.append(str(problem))
+                from_set.append(problem.keys[0].split(".")[0] in set_keys)
+            continue
+        if not loc:  # the spellings check, which names its keys itself
+            problems.append(message)
+            from_set.append(False)
             continue
         from_set.append(str(item["loc"][0]) in set_keys)
         if item["type"] == "extra_forbidden":

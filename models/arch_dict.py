@@ -8,21 +8,13 @@ the options and turns mistakes into a ``UserError``.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
 
-from models.architectures import (
-    efficientnet,
-    ghostnet,
-    hardnet,
-    mobilenet_v2,
-    shufflenet_v2,
-    squeezenet,
-    squeezenext,
-)
 from utils.errors import UserError
 from utils.names import closest
 
@@ -32,14 +24,29 @@ _COMMON_PARAMETERS = ("num_classes", "img_channels")
 
 @dataclass(frozen=True)
 class Architecture:
-    """A network builder and the name of the network it builds; calling it builds one."""
+    """A network builder, named by its module in ``models/architectures`` and its function, and
+    the name of the network it builds; calling it builds one.
 
-    builder: Callable[..., nn.Module]
+    The builder's module is imported on first use: four of them import torchvision, which
+    takes about as long as torch, and checking a config needs only the names and options.
+    ``options`` (the keyword parameters besides ``num_classes`` and ``img_channels``) is
+    written here, the one place that says which architecture takes which option; a test
+    checks it against each builder's signature.
+    """
+
+    module: str
+    function: str
     description: str
+    options: tuple[str, ...] = ()
 
     @property
-    def options(self) -> tuple[str, ...]:
-        """The builder's keyword parameters besides ``num_classes`` and ``img_channels``."""
+    def builder(self) -> Callable[..., nn.Module]:
+        module = importlib.import_module(f"models.architectures.{self.module}")
+        return getattr(module, self.function)
+
+    def signature_options(self) -> tuple[str, ...]:
+        """The builder's own keyword parameters besides the common ones (what ``options``
+        must equal)."""
         keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         return tuple(
             name
@@ -51,35 +58,37 @@ class Architecture:
         return self.builder(*args, **kwargs)
 
 
+_GHOST_OPTIONS = ("dropout", "out_channels", "width_mult")
+
 # Config key -> the builder and the network's name as its paper writes it. The keys are the ones
 # the thesis's configs use; renaming one breaks old configs and checkpoints.
 ARCHITECTURES: dict[str, Architecture] = {
-    "sq_10": Architecture(squeezenet.squeezenet_10, "SqueezeNet 1.0"),
-    "sq_11": Architecture(squeezenet.squeezenet_11, "SqueezeNet 1.1"),
-    "sqnxt_1": Architecture(squeezenext.squeezenext23_10, "SqueezeNext-23 1.0x"),
-    "sqnxt_1v5": Architecture(squeezenext.squeezenext23_10_v5, "SqueezeNext-23 1.0x v5"),
-    "sqnxt_2": Architecture(squeezenext.squeezenext23_20, "SqueezeNext-23 2.0x"),
-    "sqnxt_2v5": Architecture(squeezenext.squeezenext23_20_v5, "SqueezeNext-23 2.0x v5"),
-    "mob_v2": Architecture(mobilenet_v2.mobilenet_v2, "MobileNetV2"),
-    "eff_b0": Architecture(efficientnet.efficientnet_b0, "EfficientNet-B0"),
-    "eff_b1": Architecture(efficientnet.efficientnet_b1, "EfficientNet-B1"),
-    "eff_b2": Architecture(efficientnet.efficientnet_b2, "EfficientNet-B2"),
-    "eff_b3": Architecture(efficientnet.efficientnet_b3, "EfficientNet-B3"),
-    "eff_b4": Architecture(efficientnet.efficientnet_b4, "EfficientNet-B4"),
-    "eff_b5": Architecture(efficientnet.efficientnet_b5, "EfficientNet-B5"),
-    "eff_b6": Architecture(efficientnet.efficientnet_b6, "EfficientNet-B6"),
-    "eff_b7": Architecture(efficientnet.efficientnet_b7, "EfficientNet-B7"),
-    "ghost": Architecture(ghostnet.ghostnet, "GhostNet 1.0x"),
-    "hard_39": Architecture(hardnet.hardnet39, "HarDNet-39"),
-    "hard_39dw": Architecture(hardnet.hardnet39ds, "HarDNet-39DS"),
-    "hard_68": Architecture(hardnet.hardnet68, "HarDNet-68"),
-    "hard_68dw": Architecture(hardnet.hardnet68ds, "HarDNet-68DS"),
-    "hard_85": Architecture(hardnet.hardnet85, "HarDNet-85"),
-    "hard_85dw": Architecture(hardnet.hardnet85ds, "HarDNet-85DS"),
-    "shuff_v2_x05": Architecture(shufflenet_v2.shufflenet_v2_x05, "ShuffleNetV2 x0.5"),
-    "shuff_v2_x10": Architecture(shufflenet_v2.shufflenet_v2_x10, "ShuffleNetV2 x1.0"),
-    "shuff_v2_x15": Architecture(shufflenet_v2.shufflenet_v2_x15, "ShuffleNetV2 x1.5"),
-    "shuff_v2_x20": Architecture(shufflenet_v2.shufflenet_v2_x20, "ShuffleNetV2 x2.0"),
+    "sq_10": Architecture("squeezenet", "squeezenet_10", "SqueezeNet 1.0"),
+    "sq_11": Architecture("squeezenet", "squeezenet_11", "SqueezeNet 1.1"),
+    "sqnxt_1": Architecture("squeezenext", "squeezenext23_10", "SqueezeNext-23 1.0x"),
+    "sqnxt_1v5": Architecture("squeezenext", "squeezenext23_10_v5", "SqueezeNext-23 1.0x v5"),
+    "sqnxt_2": Architecture("squeezenext", "squeezenext23_20", "SqueezeNext-23 2.0x"),
+    "sqnxt_2v5": Architecture("squeezenext", "squeezenext23_20_v5", "SqueezeNext-23 2.0x v5"),
+    "mob_v2": Architecture("mobilenet_v2", "mobilenet_v2", "MobileNetV2"),
+    "eff_b0": Architecture("efficientnet", "efficientnet_b0", "EfficientNet-B0"),
+    "eff_b1": Architecture("efficientnet", "efficientnet_b1", "EfficientNet-B1"),
+    "eff_b2": Architecture("efficientnet", "efficientnet_b2", "EfficientNet-B2"),
+    "eff_b3": Architecture("efficientnet", "efficientnet_b3", "EfficientNet-B3"),
+    "eff_b4": Architecture("efficientnet", "efficientnet_b4", "EfficientNet-B4"),
+    "eff_b5": Architecture("efficientnet", "efficientnet_b5", "EfficientNet-B5"),
+    "eff_b6": Architecture("efficientnet", "efficientnet_b6", "EfficientNet-B6"),
+    "eff_b7": Architecture("efficientnet", "efficientnet_b7", "EfficientNet-B7"),
+    "ghost": Architecture("ghostnet", "ghostnet", "GhostNet 1.0x", _GHOST_OPTIONS),
+    "hard_39": Architecture("hardnet", "hardnet39", "HarDNet-39"),
+    "hard_39dw": Architecture("hardnet", "hardnet39ds", "HarDNet-39DS"),
+    "hard_68": Architecture("hardnet", "hardnet68", "HarDNet-68"),
+    "hard_68dw": Architecture("hardnet", "hardnet68ds", "HarDNet-68DS"),
+    "hard_85": Architecture("hardnet", "hardnet85", "HarDNet-85"),
+    "hard_85dw": Architecture("hardnet", "hardnet85ds", "HarDNet-85DS"),
+    "shuff_v2_x05": Architecture("shufflenet_v2", "shufflenet_v2_x05", "ShuffleNetV2 x0.5"),
+    "shuff_v2_x10": Architecture("shufflenet_v2", "shufflenet_v2_x10", "ShuffleNetV2 x1.0"),
+    "shuff_v2_x15": Architecture("shufflenet_v2", "shufflenet_v2_x15", "ShuffleNetV2 x1.5"),
+    "shuff_v2_x20": Architecture("shufflenet_v2", "shufflenet_v2_x20", "ShuffleNetV2 x2.0"),
 }
 
 # Every architecture option (config key) any architecture takes, first-seen order.
