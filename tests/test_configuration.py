@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import train
 from configuration import TEMPLATE_PATH, apply_overrides, load_config, validate_config
 from datasets.preprocessing import Augmentation
 from utils.errors import UserError
@@ -242,21 +243,38 @@ def test_data_path_argument_overrides_config():
     )
 
 
-def test_train_cli_config_error_exits_2_without_traceback(tmp_path):
+def test_train_cli_config_error_exits_2_without_traceback(tmp_path, run_script):
     bad = tmp_path / "config.yml"
     bad.write_text(TEMPLATE_PATH.read_text().replace("batch_size: 64", "batch_size: many"))
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "-c", str(bad)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
+    code, _, err = run_script(train, ["-c", str(bad)], cwd=tmp_path)
+    assert code == 2
+    assert "batch_size" in err and "Traceback" not in err
+    bad.unlink()
+    code, _, err = run_script(train, [], cwd=tmp_path)
+    assert code == 2 and "config_template.yml" in err
+
+
+# Imported only on the paths that use them (benchmarks/startup.py times what this checks).
+HEAVY = ("torchvision", "kornia", "pytorch_lightning", "matplotlib", "optuna", "mlflow", "onnx")
+
+
+def test_a_config_mistake_is_reported_without_importing_the_workflow(tmp_path):
+    """In a fresh interpreter, as a user runs it: what is imported is the point."""
+    bad = tmp_path / "config.yml"
+    bad.write_text(TEMPLATE_PATH.read_text() + "\nnot_a_setting: 1\n")
+    script = (
+        "import sys, train\n"
+        "from utils.errors import run_cli\n"
+        "try:\n"
+        f"    run_cli(lambda: train.main(['-c', {str(bad)!r}]))\n"
+        "except SystemExit as stop:\n"
+        f"    print(stop.code, sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
-    assert result.returncode == 2
-    assert "batch_size" in result.stderr and "Traceback" not in result.stderr
-    missing = subprocess.run(
-        [sys.executable, str(ROOT / "train.py")], capture_output=True, text=True, cwd=tmp_path
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
-    assert missing.returncode == 2 and "config_template.yml" in missing.stderr
+    assert "unknown key 'not_a_setting'" in done.stderr
+    assert done.stdout.split() == ["2", "[]"], done.stdout + done.stderr
 
 
 def test_scientific_notation_is_a_number():
