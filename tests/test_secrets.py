@@ -3,12 +3,11 @@ a log file, the run's config.yml, a checkpoint, a tracker's store or a report.""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import train
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "nep-SECRET-0a1b2c3d4e5f-token"
@@ -16,15 +15,15 @@ TOKEN = "nep-SECRET-0a1b2c3d4e5f-token"
 
 @pytest.mark.slow
 @pytest.mark.parametrize("way", ["config", "environment"])
-def test_the_token_is_written_nowhere(tmp_path, prepared_data, way):
+def test_the_token_is_written_nowhere(tmp_path, prepared_data, way, monkeypatch, run_script):
     config = tmp_path / "config.yml"
     text = (ROOT / "config_template.yml").read_text()
-    env = {k: v for k, v in os.environ.items() if k != "NEPTUNE_API_TOKEN"}
+    monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
     if way == "config":  # the template's placeholder line, filled in
         text = text.replace("'<neptune.ai API token>'", f"'{TOKEN}'", 1)
         assert TOKEN in text
     else:
-        env["NEPTUNE_API_TOKEN"] = TOKEN
+        monkeypatch.setenv("NEPTUNE_API_TOKEN", TOKEN)
     config.write_text(text)
     sets = [
         "image_size=[48,48]",
@@ -39,19 +38,12 @@ def test_the_token_is_written_nowhere(tmp_path, prepared_data, way):
         f"output_path={tmp_path / 'output'}",
         f"logging_dir={tmp_path / 'logs'}",
     ]
-    command = [sys.executable, str(ROOT / "train.py"), "-c", str(config), "-d", str(prepared_data)]
+    argv = ["-c", str(config), "-d", str(prepared_data), "--no-progress"]
     for item in sets:
-        command += ["--set", item]
-    proc = subprocess.run(
-        [*command, "--no-progress"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert TOKEN not in proc.stdout and TOKEN not in proc.stderr
+        argv += ["--set", item]
+    code, out, err = run_script(train, argv, cwd=tmp_path)
+    assert code == 0, err
+    assert TOKEN not in out and TOKEN not in err
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p != config]
     assert any(p.suffix == ".ckpt" for p in written) and any(
         p.name == "config.yml" for p in written
