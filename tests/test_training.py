@@ -238,7 +238,8 @@ def test_train_cli_end_to_end_with_log_file(tmp_path, prepared_data, run_script)
     line = next(x for x in logs[0].read_text().splitlines() if "trainable parameters" in x)
     # time - logger name - level - PID - message, as the thesis's log files
     assert re.match(
-        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - workflows\.training(\.\w+)* - INFO - \d+ - run ", line
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - workflows\.training(\.\w+)* - INFO - \d+ - run ",
+        line,
     )
 
 
