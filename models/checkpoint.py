@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from models.arch_dict import build_network
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 from utils.text import clip, short
 
 META_KEY = "cars"
@@ -109,14 +109,14 @@ def read_checkpoint(path: str | Path) -> dict:
         ) from None
     except Exception as err:  # a truncated or foreign file: say so instead of a traceback
         # torch's texts run on over several sentences: the first one says what went wrong
-        first_line = (str(err).strip().splitlines() or [""])[0].split(". ")[0][:160]
+        reason = first_line(err).split(". ")[0][:160]
         if isinstance(err, pickle.UnpicklingError):  # torch's text suggests weights_only=False
-            first_line = "not plain data: not a checkpoint, or one that needs code to load"
-        elif isinstance(err, EOFError) or "zip archive" in first_line:
-            first_line = "incomplete: cut short when written or copied, or another kind of file"
+            reason = "not plain data: not a checkpoint, or one that needs code to load"
+        elif isinstance(err, EOFError) or "zip archive" in reason:
+            reason = "incomplete: cut short when written or copied, or another kind of file"
         raise UserError(
             f"checkpoint '{path}' could not be read as a checkpoint ({type(err).__name__}: "
-            f"{first_line}). Pass a complete .ckpt file written by train.py; files that would "
+            f"{reason}). Pass a complete .ckpt file written by train.py; files that would "
             "need code to load are refused."
         ) from None
     if not isinstance(ckpt, dict) or META_KEY not in ckpt or "state_dict" not in ckpt:
@@ -155,7 +155,7 @@ def network_from(ckpt: dict) -> tuple[nn.Module, CheckpointMeta]:
     try:
         net.load_state_dict(weights)
     except (RuntimeError, TypeError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [""])[0]
+        first = first_line(err)
         raise _damaged(
             f"its weights do not fit its {meta.architecture} with {meta.num_classes} classes "
             f"({clip(first, 300)})"

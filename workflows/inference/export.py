@@ -43,7 +43,7 @@ import torch
 
 from datasets.preprocessing import Preprocessing
 from models.checkpoint import CheckpointMeta, load_network
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 from utils.files import give_umask_permissions
 from utils.timer import median_ms, one_torch_thread
 from workflows.runs.run_folder import RunFolder
@@ -250,7 +250,7 @@ def _write_onnx(
         try:
             model = export(net, example, opset)
         except Exception as err:  # any exporter failure: try the next one
-            problems.append(f"{exporter}: {type(err).__name__}: {_first_line(err)}")
+            problems.append(f"{exporter}: {type(err).__name__}: {first_line(err)}")
             continue
         used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
         if opset is None or used == opset:
@@ -270,11 +270,6 @@ def _write_onnx(
     )
     dest.write_bytes(model.SerializeToString())  # weights inside the one file (under 2 GB)
     return exporter, used
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def _export_dynamo(net: torch.nn.Module, example: torch.Tensor, opset: int | None):

@@ -25,7 +25,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
 from configuration import Config, load_config
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 from utils.hardware import external_launch_id
 from workflows.runs.comparison import RunRecord, load_run, report
 from workflows.sweep.axes import Axis, parse_axes, sweep_name
@@ -152,7 +152,7 @@ def _open_study(name: str, url: str, search: bool) -> optuna.Study:
                 continue
             raise UserError(
                 f"--sweep-storage '{url}' cannot be opened ({type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else ''}). Give a database URL Optuna "
+                f"{first_line(err)}). Give a database URL Optuna "
                 "supports (sqlite:///path.db, postgresql://user@host/db, mysql://...) that this "
                 "machine can reach, with its driver installed."
             ) from None
@@ -256,9 +256,7 @@ def _objective(trial, axes, name, config_path, overrides, data_path, progress_ba
     except StoppedEarly:  # Ctrl-C before the first epoch ended: stop the sweep, not this run
         raise KeyboardInterrupt from None
     except Exception as err:
-        trial.set_user_attr(
-            ERROR, str(err).splitlines()[0][:500] if str(err) else type(err).__name__
-        )
+        trial.set_user_attr(ERROR, first_line(err)[:500] or type(err).__name__)
         log.warning("sweep %s, trial %d failed: %s; the sweep goes on", name, trial.number, err)
         raise
     trial.set_user_attr(RUN_DIR, str(result.run_dir))
