@@ -4,6 +4,7 @@ from configuration.loading import (
     DEFAULT_CONFIG,
     TEMPLATE_PATH,
     apply_overrides,
+    configured_output_path,
     load_config,
     validate_config,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "Config",
     "NormParams",
     "apply_overrides",
+    "configured_output_path",
     "load_config",
     "validate_config",
 ]

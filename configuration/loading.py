@@ -132,6 +132,20 @@ def _load_text(text: str, path: Path, overrides, data_path: str | None) -> Confi
     return validate_config(raw, source=str(path), set_keys=set_keys)
 
 
+def configured_output_path(path: str | Path | None = None) -> str | None:
+    """Where runs go for a command that needs only that: ``output_path`` of ``path`` when
+    given (its problems are a ``UserError``), else of ./config.yml when that loads (a broken
+    one is no reason to refuse such a command), else None (the caller's default)."""
+    if path is not None:
+        return load_config(path).output_path
+    if Path(DEFAULT_CONFIG).is_file():
+        try:
+            return load_config(DEFAULT_CONFIG).output_path
+        except UserError:
+            pass
+    return None
+
+
 def apply_overrides(raw: dict, overrides) -> dict:
     """Apply ``KEY=VALUE`` strings (value parsed as YAML, dotted keys reach into mappings)."""
     raw = copy.deepcopy(raw)

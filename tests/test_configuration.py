@@ -6,7 +6,13 @@ import pytest
 import yaml
 
 import train
-from configuration import TEMPLATE_PATH, apply_overrides, load_config, validate_config
+from configuration import (
+    TEMPLATE_PATH,
+    apply_overrides,
+    configured_output_path,
+    load_config,
+    validate_config,
+)
 from datasets.preprocessing import Augmentation
 from utils.errors import UserError
 
@@ -319,3 +325,14 @@ def test_the_schedule_check_takes_any_torch_optimizer_and_warns_nothing(recwarn)
     config = load_config(TEMPLATE_PATH, ["optimizer=LBFGS", "optimizer_params={lr: 0.1}"])
     assert config.optimizer == "LBFGS"
     assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]
+
+
+def test_output_path_without_c_ignores_a_broken_config_yml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert configured_output_path() is None  # no config.yml: the caller's default
+    (tmp_path / "config.yml").write_text("output_path: elsewhere\n")
+    assert configured_output_path() == "elsewhere"
+    (tmp_path / "config.yml").write_text("output_path: [unclosed\n")
+    assert configured_output_path() is None
+    with pytest.raises(UserError, match="not valid YAML"):
+        configured_output_path(tmp_path / "config.yml")  # named with -c: its problem is shown

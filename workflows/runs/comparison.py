@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from configuration import Config, load_config
-from configuration.loading import DEFAULT_CONFIG
+from configuration import Config, configured_output_path
 from utils.errors import UserError
 from utils.files import write_bytes_atomic, write_text_atomic
 from utils.plotting import pyplot
@@ -399,11 +398,12 @@ def run_comparison(
 ) -> tuple[dict[str, Path], str]:
     """compare_experiments.py: the runs under ``paths`` (default: the config's output_path),
     reported into ``out`` (default: ``<output_path>/reports/<timestamp>/``)."""
-    output_path = Path(paths[0]) if paths else Path(Config().output_path)
+    configured = configured_output_path(config_path)
+    output_path = Path(paths[0]) if paths else Path(configured or Config().output_path)
     if RunFolder(output_path).metrics_csv.is_file():  # a run folder: its output folder
         output_path = output_path.parent
-    if config_path is not None or Path(DEFAULT_CONFIG).is_file():
-        output_path = Path(load_config(config_path).output_path)
+    if configured is not None:
+        output_path = Path(configured)
     folders = [Path(p) for p in paths] or [output_path]
     for folder in folders:
         if not folder.exists():
