@@ -35,7 +35,7 @@ from models.net_module import NetModule
 from models.optimization import build_loss
 from utils.errors import UserError
 from utils.files import write_json_atomic
-from utils.hardware import default_num_workers, resolve_device, usable_workers
+from utils.hardware import resolve_device, usable_workers
 from utils.logger import lightning_quiet
 from workflows.inference.reports import plot_confusion, write_most_confused, write_per_class
 from workflows.runs.run_folder import RunFolder
@@ -81,7 +81,7 @@ def evaluate_checkpoint(
     dataset = StanfordCarsDataset(data_path, split, preprocessing)
     _check_labels(dataset, meta, data_path, split)
     dev = resolve_device(device)
-    workers, lowered = usable_workers(default_num_workers() if num_workers is None else num_workers)
+    workers, lowered = usable_workers(num_workers)
     if lowered:
         log.warning(lowered)
     loader = DataLoader(
