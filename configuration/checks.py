@@ -17,6 +17,7 @@ import torch
 
 from models.optimization import build_loss, build_optimizer, build_scheduler
 from utils.hardware import physical_memory_bytes
+from utils.image_spec import MAX_IMAGE_SIDE
 from utils.names import NameError_
 from utils.text import clip, short
 
@@ -126,9 +127,6 @@ def _speed_key_problems(config: Any) -> list[Problem]:
 
 
 # ---- what a setting costs in memory ------------------------------------------------
-# Checked before anything is allocated: an image size of [100000, 100000] would otherwise take
-# every byte of memory and be killed by the system without a word.
-MAX_IMAGE_SIDE = 4096
 # Training GhostNet holds about 100 bytes of activations and gradients per byte of input (measured
 # at 128x128 on the CPU); 32 keeps the estimate a floor, so only settings that cannot fit fail.
 TRAINING_BYTES_PER_INPUT_BYTE = 32

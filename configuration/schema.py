@@ -25,6 +25,7 @@ from configuration.checks import ConfigProblems, cross_key_problems
 from datasets.preprocessing import Augmentation, Preprocessing, augmentations_from
 from models.arch_dict import ARCH_OPTIONS, ARCHITECTURES, architecture_options
 from models.optimization import resolve_loss, resolve_optimizer, resolve_scheduler
+from utils.image_spec import NormParams
 from utils.names import closest
 
 SECRET_KEYS = ("neptune_api_token",)
@@ -35,29 +36,6 @@ _NAMED_WITH_PARAMS = (
     ("lr_scheduler", "lr_scheduler_params"),
     ("loss_function", "loss_params"),
 )
-
-
-class NormParams(BaseModel):
-    """Per-channel mean and std for Normalize."""
-
-    model_config = ConfigDict(extra="forbid")
-    mean: list[float] = Field(min_length=1)
-    std: list[float] = Field(min_length=1)
-
-    @field_validator("std")
-    @classmethod
-    def _positive_std(cls, value: list[float]) -> list[float]:
-        if any(s <= 0 for s in value):
-            raise ValueError(f"every std must be > 0, got {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _same_length(self) -> NormParams:
-        if len(self.mean) != len(self.std):
-            raise ValueError(
-                f"mean and std must have the same length, got {len(self.mean)} and {len(self.std)}"
-            )
-        return self
 
 
 class Config(BaseModel):
