@@ -36,7 +36,7 @@ from models.optimization import build_loss
 from utils.errors import UserError
 from utils.files import write_json_atomic
 from utils.hardware import resolve_device, usable_workers
-from utils.logger import lightning_quiet
+from utils.logger import lightning_info_off
 from workflows.inference.reports import plot_confusion, write_most_confused, write_per_class
 from workflows.runs.run_folder import RunFolder
 from workflows.training.callbacks import make_trainer
@@ -93,7 +93,7 @@ def evaluate_checkpoint(
     )
     module = NetModule(net, loss_fn, meta.num_classes)
     # The progress bar goes to stderr: stdout carries the results (evaluate.py --json).
-    with lightning_quiet(), contextlib.redirect_stdout(sys.stderr):
+    with lightning_info_off(), contextlib.redirect_stdout(sys.stderr):
         trainer = make_trainer(
             max_epochs=None,
             accelerator=dev.type,

@@ -28,7 +28,7 @@ from utils.hardware import (
     is_first_process,
     usable_workers,
 )
-from utils.logger import quiet_lightning
+from utils.logger import drop_lightning_noise
 from workflows.runs.metrics import MetricsCSV
 from workflows.runs.run_folder import RunFolder
 from workflows.runs.run_seed import with_run_seed
@@ -301,7 +301,7 @@ def _what_was_kept(run: RunFolder, rows: list[dict[str, Any]]) -> str:
 
 
 def _prepare_process(config: Config) -> None:
-    quiet_lightning()
+    drop_lightning_noise()
     pl.seed_everything(config.seed, workers=True, verbose=False)
 
 
