@@ -15,7 +15,7 @@ from pathlib import Path
 from configuration import DEFAULT_CONFIG, TEMPLATE_PATH, load_config
 from configuration.checks import MAX_IMAGE_SIDE
 from models.arch_dict import ARCH_OPTIONS, ARCHITECTURES, architecture_options
-from models.model_report import format_table, summarize
+from models.network_costs import format_table, summarize
 from utils.cli import add_set_argument, path_text
 from utils.errors import UserError, run_cli
 

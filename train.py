@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     else:
         config = load_config(args.config, args.overrides, args.data_path)
     setup_logging(config.logging_dir, config.loglevel)
-    from workflows.inference.reports import run_summary_line
+    from workflows.inference.evaluation_files import run_summary_line
     from workflows.training.interruptions import resume_hint
     from workflows.training.run import run_training
 

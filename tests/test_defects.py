@@ -42,9 +42,9 @@ from utils.hardware import available_cpus
 from utils.text import shown_path
 from workflows.inference import evaluation as evaluation_module
 from workflows.inference.evaluation import evaluate_checkpoint
+from workflows.inference.evaluation_files import run_summary_line
 from workflows.inference.export import export_checkpoint
 from workflows.inference.prediction import expand_paths, predict_paths
-from workflows.inference.reports import run_summary_line
 from workflows.runs.run_folder import RunFolder
 from workflows.training.callbacks import EpochProgressBar, make_trainer
 from workflows.training.run import build_datamodule

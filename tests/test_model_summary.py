@@ -8,7 +8,7 @@ import pytest
 
 import model_summary
 from configuration import TEMPLATE_PATH
-from models.model_report import format_table, summarize
+from models.network_costs import format_table, summarize
 from utils.errors import UserError
 
 

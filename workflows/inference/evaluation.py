@@ -11,7 +11,7 @@ comes from the run's ``config.yml``, else plain ``CrossEntropyLoss``).
 Files written to ``out_dir`` (default ``<run>/evaluation/``): ``metrics.json`` (``loss``,
 ``top1``, ``top5`` as fractions, ``num_images``, ``split``, ``checkpoint``, ``epoch``,
 ``top5_k``, ``loss_function``, ...), ``per_class.csv``, ``confusion.png`` and
-``most_confused.csv`` (see ``workflows.inference.reports``).
+``most_confused.csv`` (see ``workflows.inference.evaluation_files``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ from utils.errors import UserError
 from utils.files import write_json_atomic
 from utils.hardware import resolve_device, usable_workers
 from utils.logger import lightning_info_off
-from workflows.inference.reports import plot_confusion, write_most_confused, write_per_class
+from workflows.inference.evaluation_files import (
+    plot_confusion,
+    write_most_confused,
+    write_per_class,
+)
 from workflows.runs.run_folder import RunFolder
 from workflows.training.callbacks import make_trainer
 
