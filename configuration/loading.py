@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from configuration.checks import ConfigProblems
 from configuration.schema import REDACTED, SECRET_KEYS, Config
-from models.arch_dict import ARCHITECTURES, architecture_options
+from models.arch_dict import takers
 from utils.errors import UserError
 from utils.names import NameError_, closest
 from utils.text import clip, mask, secret_values, short
@@ -209,18 +209,9 @@ def validate_config(
             names,
             config.architecture,
             "it" if len(ignored) == 1 else "them",
-            _takers(ignored),
+            ", ".join(takers(ignored)),
         )
     return config
-
-
-def _takers(options: list[str]) -> str:
-    takers = [
-        name
-        for name in ARCHITECTURES
-        if any(option in architecture_options(name) for option in options)
-    ]
-    return ", ".join(takers)
 
 
 def _format_errors(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from torch import nn
@@ -103,6 +103,24 @@ def architecture_options(name: str) -> tuple[str, ...]:
     return ARCHITECTURES[name].options
 
 
+def takers(options: Iterable[str]) -> list[str]:
+    """The architectures that take any of ``options``."""
+    wanted = set(options)
+    return [name for name, arch in ARCHITECTURES.items() if wanted & set(arch.options)]
+
+
+def options_in_words() -> str:
+    """Which architecture takes which options, e.g. "ghost takes dropout, out_channels and
+    width_mult", for messages."""
+    return "; ".join(
+        f"{name} takes {_and(arch.options)}" for name, arch in ARCHITECTURES.items() if arch.options
+    )
+
+
+def _and(items: tuple[str, ...]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def build_network(
     name: str, num_classes: int, img_channels: int = 3, **options: object
 ) -> nn.Module:
@@ -123,14 +141,9 @@ def build_network(
         )
     rejected = sorted(key for key in given if key not in accepted)
     if rejected:
-        supported = "; ".join(
-            f"{', '.join(arch.options)} apply to '{key}'"
-            for key, arch in ARCHITECTURES.items()
-            if arch.options
-        )
         raise UserError(
             f"architecture '{name}' does not take the option(s) {', '.join(rejected)} "
-            f"(only {supported}). Remove {', '.join(rejected)} from the config (or set them "
+            f"(only {options_in_words()}). Remove {', '.join(rejected)} from the config (or set them "
             f"to null), or choose an architecture that takes them."
         )
     return ARCHITECTURES[name](num_classes=num_classes, img_channels=img_channels, **given)
