@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import multiprocessing
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from datasets.labels import Annotation
 from datasets.preprocessing import Preprocessing
 from datasets.transforms import crop_to_bbox, load_image, resize_stages
 from utils.errors import UserError
-from utils.files import write_json_atomic
+from utils.files import replacing, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +190,8 @@ def open_or_build(
                     "building the %s image cache in %s (%d images)", split, cache_dir, len(samples)
                 )
                 header_file.unlink(missing_ok=True)  # no header: a build cut short is never read
-                tmp = cache_dir / f".{split}-{key}.u8.{os.getpid()}.tmp"
-                _build(tmp, shape, image_dir, samples, preprocessing, workers, progress, split)
-                os.replace(tmp, data_file)
+                with replacing(data_file) as tmp:
+                    _build(tmp, shape, image_dir, samples, preprocessing, workers, progress, split)
                 header = {"key": key, "split": split, "shape": list(shape)}
                 header["bytes"] = _nbytes(shape)
                 header["checksum"] = _header_checksum(header)
