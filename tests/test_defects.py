@@ -8,17 +8,14 @@ import io
 import json
 import logging
 import os
-import re
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import scipy.io
 import torch
 import yaml
-from torch.utils.data import DataLoader, TensorDataset
 
 import prepare_stanford_dataset
 from configuration import TEMPLATE_PATH, load_config
@@ -46,7 +43,6 @@ from workflows.inference.evaluation_files import run_summary_line
 from workflows.inference.export import export_checkpoint
 from workflows.inference.prediction import expand_paths, predict_paths
 from workflows.runs.run_folder import RunFolder
-from workflows.training.callbacks import EpochProgressBar, make_trainer
 from workflows.training.run import build_datamodule
 
 TOKEN = "nep-SECRET-token-4242"
@@ -510,32 +506,3 @@ def test_first_hour_one_path_style(tmp_path, monkeypatch):
     assert shown_path(tmp_path / "output" / "run") == os.path.join("output", "run")
     assert shown_path("output/run") == os.path.join("output", "run")
     assert shown_path(tmp_path.parent) == str(tmp_path.parent)
-
-
-class _OneWeight(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-
-    def training_step(self, batch, batch_idx):
-        return (self.weight - batch[0]).pow(2).mean()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
-def test_first_hour_progress_bar_counts_epochs_from_one(tmp_path, capsys):
-    trainer = make_trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        devices=1,
-        callbacks=[],
-        progress_bar=True,
-        root_dir=tmp_path,
-    )
-    assert any(isinstance(c, EpochProgressBar) for c in trainer.callbacks)
-    trainer.fit(_OneWeight(), DataLoader(TensorDataset(torch.ones(2)), batch_size=2))
-    shown = capsys.readouterr().out  # where Lightning's bars write
-    assert "Epoch 1/3" in shown and "Epoch 3/3" in shown, shown
-    finished = re.findall(r"Epoch (\S+): 100%", shown)  # each epoch's last state
-    assert sorted(set(finished)) == ["1/3", "2/3", "3/3"], shown

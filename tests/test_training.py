@@ -40,27 +40,25 @@ def run_train_cli(
 ) -> subprocess.CompletedProcess:
     """``python train.py`` in a fresh process, from ``tmp_path``, on the template config;
     ``launcher`` goes between the interpreter and the script (e.g. ``-m torch.distributed.run``)."""
-    config = tmp_path / "config.yml"
-    config.write_text((ROOT / "config_template.yml").read_text())
-    command = [sys.executable, *launcher, str(ROOT / "train.py"), "-c", str(config)]
-    command += ["-d", str(data_path)]
-    # The default MLflow store would sit beside the run folders these tests count.
-    for item in ("log_to_mlflow=false", *overrides):
-        command += ["--set", item]
-    return subprocess.run(
-        command + ["--no-progress"], capture_output=True, text=True, cwd=tmp_path, timeout=300
-    )
+    argv = _argv(tmp_path, data_path, *overrides)
+    command = [sys.executable, *launcher, str(ROOT / "train.py"), *argv]
+    return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
 
 
 def train_in_process(run_script, tmp_path, data_path, *overrides: str):
-    """``run_train_cli``'s command run in this process (``run_script``): what it prints and
-    writes, without paying a fresh interpreter."""
+    """``run_train_cli``'s command run in this process: what it prints and writes, without
+    paying a fresh interpreter."""
+    return run_script(train, _argv(tmp_path, data_path, *overrides), cwd=tmp_path)
+
+
+def _argv(tmp_path, data_path, *overrides: str) -> list[str]:
     config = tmp_path / "config.yml"
     config.write_text((ROOT / "config_template.yml").read_text())
     argv = ["-c", str(config), "-d", str(data_path), "--no-progress"]
+    # The default MLflow store would sit beside the run folders these tests count.
     for item in ("log_to_mlflow=false", *overrides):
         argv += ["--set", item]
-    return run_script(train, argv, cwd=tmp_path)
+    return argv
 
 
 def read_metrics(path):
@@ -178,38 +176,16 @@ def test_early_stopping_stops_and_is_recorded(fast_config):
 
 
 def test_train_cli_trains_a_non_ghostnet_architecture(tmp_path, prepared_data, run_script):
-    code, _, err = run_script(
-        train,
-        [
-            "-c",
-            str(ROOT / "config_template.yml"),
-            "-d",
-            str(prepared_data),
-            "--set",
-            "architecture=shuff_v2_x05",
-            "--set",
-            "dropout=null",
-            "--set",
-            "out_channels=null",
-            "--set",
-            "num_epochs=1",
-            "--set",
-            "image_size=[64,64]",
-            "--set",
-            "batch_size=6",
-            "--set",
-            "num_workers=0",
-            "--set",
-            "accelerator=cpu",
-            "--set",
-            f"output_path={tmp_path / 'output'}",
-            "--set",
-            f"logging_dir={tmp_path / 'logs'}",
-            "--no-progress",
-        ],
+    code, _, err = train_in_process(
+        run_script,
+        tmp_path,
+        prepared_data,
+        *("architecture=shuff_v2_x05", "dropout=null", "out_channels=null", "num_epochs=1"),
+        *("image_size=[64,64]", "batch_size=6", "num_workers=0", "accelerator=cpu"),
+        f"output_path={tmp_path / 'output'}",
+        f"logging_dir={tmp_path / 'logs'}",
     )
     assert code == 0, err
-    # beside the run: the default MLflow store (mlflow.db, mlartifacts/)
     (run,) = (tmp_path / "output").glob("*_*[0-9]")
     assert run.name.startswith("shuff_v2_x05_")
     net, meta = load_network(run / "checkpoints" / "best.ckpt")
