@@ -4,6 +4,7 @@ or any other file behind; no input runs code it carries."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import export_model
 import predict
 import prepare_stanford_dataset
 import train
+from configuration import TEMPLATE_PATH, load_config
 from models.checkpoint import read_checkpoint
 from utils.errors import UserError
 
@@ -307,3 +309,43 @@ def test_the_catalogue_is_in_the_readme():
     assert "## Troubleshooting" in readme and "Resuming" in readme
     for words in ("not valid YAML", "is not KEY=VALUE", "lr_lambda", "--resume", "not a finite"):
         assert words in readme, words
+
+
+# Rows of the catalogue that a run finds when it starts, not the config loader.
+FOUND_AT_START = ("key 'output_path'", "key 'batch_size': ...")
+
+
+def _catalogue_messages() -> list[str]:
+    """The first quoted message of each row of the README's Troubleshooting table."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split(" | ")[0] for line in section.splitlines() if line.startswith("| `")]
+    return [re.findall(r"`([^`]+)`", row)[0] for row in rows]
+
+
+def test_the_catalogue_quotes_what_the_config_loader_says(tmp_path, monkeypatch):
+    """Each row about a config file or key is how a message of one of these cases begins, its
+    '...', N, M and 'x' standing for what differs."""
+    monkeypatch.chdir(tmp_path)
+    said = []
+    for _, text, overrides, _ in CONFIG_CASES:
+        config = tmp_path / "config.yml"
+        if callable(text):
+            text(config)
+        else:
+            config.write_text(text if text is not None else TEMPLATE_PATH.read_text())
+        try:
+            load_config(config, [*TINY, *overrides])
+        except UserError as err:
+            said.append(str(err))
+    about_config = ("config file", "the YAML", "unknown key", "key '", "--set")
+    rows = [
+        row
+        for row in _catalogue_messages()
+        if row.startswith(about_config) and not row.startswith(FOUND_AT_START)
+    ]
+    assert len(rows) >= 10
+    for row in rows:
+        parts = re.split(r"\.\.\.|\bN\b|\bM\b|'x'", row)
+        pattern = re.compile(".*?".join(re.escape(part) for part in parts))
+        assert any(pattern.search(message) for message in said), row
