@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 
 from configuration import DEFAULT_CONFIG, TEMPLATE_PATH, load_config
-from configuration.checks import MAX_IMAGE_SIDE
 from models.arch_dict import ARCH_OPTIONS, ARCHITECTURES, architecture_options, options_in_words
 from models.network_costs import format_table, summarize
 from utils.cli import add_set_argument, path_text
 from utils.errors import UserError, run_cli
+from utils.image_spec import MAX_IMAGE_SIDE
 
 # Both spellings name one setting; an override must win over either one in the file.
 _OUT_CHANNELS_KEYS = ("out_channels", "output_channels")

@@ -6,6 +6,8 @@ from configuration.loading import (
     apply_overrides,
     configured_output_path,
     load_config,
+    read_yaml,
+    read_yaml_file,
     validate_config,
 )
 from configuration.schema import REDACTED, SECRET_KEYS, Config, NormParams
@@ -20,5 +22,7 @@ __all__ = [
     "apply_overrides",
     "configured_output_path",
     "load_config",
+    "read_yaml",
+    "read_yaml_file",
     "validate_config",
 ]

@@ -1,19 +1,22 @@
 """Checks that need the libraries the config names, or several keys at once: the augmentations
-built with their params, normalization params against the colour mode, the plateau
-scheduler's patience, and the optimizer, scheduler and loss tried with their params on a dummy
-parameter, so that a bad param fails at load time, not mid-run.
+built with their params and tried on a blank image, normalization params against the colour
+mode, the plateau scheduler's patience, and the optimizer, scheduler and loss tried with their
+params on a dummy parameter, so that a bad param fails at load time, not mid-run.
 
 They run once every key has validated on its own (``Config``'s last validator), so a mistyped
-key is reported without importing torchvision or kornia (see ``_augmentation_problems``).
+key is reported without importing torchvision or kornia (see ``_transform_problems``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import random
 import warnings
 from typing import Any, NamedTuple
 
 import torch
+from PIL import Image
 
 from models.optimization import build_loss, build_optimizer, build_scheduler
 from utils.hardware import physical_memory_bytes
@@ -28,9 +31,10 @@ class Problem(NamedTuple):
 
     keys: tuple[str, ...]
     message: str
+    joined_by: str = " x "  # keys that act together; " / ": either of them
 
     def __str__(self) -> str:
-        named = " x ".join(f"'{key}'" for key in self.keys)
+        named = self.joined_by.join(f"'{key}'" for key in self.keys)
         return f"key{'s' if len(self.keys) > 1 else ''} {named}: {self.message}"
 
 
@@ -47,7 +51,7 @@ def cross_key_problems(config: Any) -> list[Problem]:
     """Every problem across keys of a ``Config`` (which calls this while it validates, hence
     no import of it here); empty when the config is consistent. A transform that does not
     build stops here: the other checks build the augmentations too."""
-    named = _augmentation_problems(config)
+    named = _transform_problems(config)
     if named:
         return named
     return [
@@ -55,6 +59,7 @@ def cross_key_problems(config: Any) -> list[Problem]:
         *_plateau_problems(config),
         *_callable_param_problems(config),
         *_memory_problems(config),
+        *_pipeline_problems(config),
         *_device_augmentation_problems(config),
         *_speed_key_problems(config),
     ]
@@ -63,7 +68,7 @@ def cross_key_problems(config: Any) -> list[Problem]:
 # ---- augmentations: torchvision's transforms, kornia's on the device ----------------------
 # torchvision (about as long to import as torch) and kornia are imported here, on the path
 # that checks a config naming them, so that a config mistake is reported without them.
-def _augmentation_problems(config: Any) -> list[Problem]:
+def _transform_problems(config: Any) -> list[Problem]:
     from datasets.transforms import resolve_transform
 
     problems = []
@@ -82,6 +87,60 @@ def _augmentation_problems(config: Any) -> list[Problem]:
             problems.append(Problem((key,), f"{clip(problem, 1000)} (given: {short(given)})"))
             break  # one problem a key, as for the keys checked on their own
     return problems
+
+
+def _pipeline_problems(config: Any) -> list[Problem]:
+    """The CPU pipeline (what ``augment_on: cpu`` runs) on one blank image of the run's size
+    and colour mode: it must work and keep the channels the network takes. ``augment_on:
+    device`` runs the same transforms, so both paths accept the same configs (a Grayscale to
+    1 channel in an RGB run trained on the device before: Normalize's 3-channel mean broadcast
+    the image back to 3 channels, while validation stayed in colour)."""
+    from datasets.transforms import build_after_resize
+
+    augmentations = config.augmentations()
+    if not augmentations or _memory_problems(config):
+        return []
+    keys = ("image_augmentations", "tensor_augmentations")
+    height, width = config.image_size
+    channels = config.img_channels
+    mode = "L" if channels == 1 else "RGB"
+    shown = "a grayscale" if channels == 1 else "an RGB"
+    # Normalize is left out: its mean and std are checked against the colour mode elsewhere,
+    # and on a wrong channel count its error would hide the cause.
+    plain = dataclasses.replace(config.preprocessing(), normalize=False)
+    state = random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(0)  # the same draws on every load: a config is accepted or not
+            random.seed(0)
+            out = build_after_resize(plain, augmentations)(Image.new(mode, (width, height), 128))
+    except Exception as err:  # whatever a transform raises is the config's problem
+        return [
+            Problem(
+                keys,
+                f"the training transforms fail on {shown} {height}x{width} image "
+                f"({type(err).__name__}: {str(err)[:300]}); image augmentations get PIL images "
+                "(before ToTensor), tensor augmentations get tensors (after it)",
+                " / ",
+            )
+        ]
+    finally:
+        random.setstate(state)
+    got = out.shape[0] if isinstance(out, torch.Tensor) and out.dim() == 3 else None
+    if got != channels:
+        made = f"{got} channel(s)" if got is not None else f"a {type(out).__name__}"
+        return [
+            Problem(
+                keys,
+                f"the training transforms turn {shown} image into {made}, but the network and "
+                f"validation take {channels} (convert_to_grayscale: "
+                f"{config.convert_to_grayscale}); keep {channels} channel(s) (e.g. Grayscale "
+                f"with num_output_channels={channels}) or change convert_to_grayscale",
+                " / ",
+            )
+        ]
+    return []
 
 
 def _device_augmentation_problems(config: Any) -> list[Problem]:

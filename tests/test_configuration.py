@@ -336,3 +336,25 @@ def test_output_path_without_c_ignores_a_broken_config_yml(tmp_path, monkeypatch
     assert configured_output_path() is None
     with pytest.raises(UserError, match="not valid YAML"):
         configured_output_path(tmp_path / "config.yml")  # named with -c: its problem is shown
+
+
+@pytest.mark.parametrize(
+    ("typo", "hint"),
+    [
+        ("not_a_key", None),
+        ("foo", None),
+        ("batchsize", "batch_size"),
+        ("lr_shceduler", "lr_scheduler"),
+        ("log_to_mlfow", "log_to_mlflow"),
+        ("Seed", "seed"),
+    ],
+)
+def test_unknown_key_suggests_only_a_close_name(typo, hint):
+    # issue 23 C.6: 'not_a_key' was told "did you mean 'neptune_api_token'?"
+    with pytest.raises(UserError) as info:
+        load_config(TEMPLATE_PATH, [f"{typo}=1"])
+    message = str(info.value)
+    if hint is None:
+        assert "did you mean" not in message
+    else:
+        assert f"did you mean '{hint}'?" in message

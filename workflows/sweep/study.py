@@ -26,6 +26,7 @@ from pytorch_lightning.callbacks import Callback
 from configuration import Config, load_config
 from utils.errors import UserError, first_line
 from utils.hardware import external_launch_id
+from utils.text import without_credentials
 from workflows.runs.comparison import RunRecord, load_run, report
 from workflows.runs.stores import open_store, sqlite_url
 from workflows.sweep.axes import Axis, parse_axes, sweep_name
@@ -85,8 +86,8 @@ def run_sweep(
     overrides = [*overrides, *_one_device(base)]
     url = storage_url(base, storage)
     study = _open_study(name, url, search=trials is not None)
-    result = SweepResult(name=name, storage=url)
-    log.info("sweep %s in %s", name, url)
+    result = SweepResult(name=name, storage=without_credentials(url))
+    log.info("sweep %s in %s", name, result.storage)
 
     def train(trial: optuna.trial.Trial) -> float:
         try:
@@ -143,8 +144,8 @@ def _open_study(name: str, url: str, search: bool) -> optuna.Study:
         storage = open_store(url, rdb_storage)
     except Exception as err:  # any failure to reach the database is the same advice
         raise UserError(
-            f"--sweep-storage '{url}' cannot be opened ({type(err).__name__}: "
-            f"{first_line(err)}). Give a database URL Optuna "
+            f"--sweep-storage '{without_credentials(url)}' cannot be opened ({type(err).__name__}: "
+            f"{without_credentials(first_line(err))}). Give a database URL Optuna "
             "supports (sqlite:///path.db, postgresql://user@host/db, mysql://...) that this "
             "machine can reach, with its driver installed."
         ) from None
