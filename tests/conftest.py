@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch
 from configuration import TEMPLATE_PATH, load_config
 from datasets.prepare import prepare_dataset
 from datasets.sample_data import make_sample_raw
+from utils.errors import run_cli
 
 NUM_CLASSES = 3
 
@@ -59,3 +62,39 @@ def fast_config(tmp_path, prepared_data):
         )
 
     return make
+
+
+class ScriptResult(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_script(capsys, monkeypatch):
+    """Run a top-level script's ``main(argv)`` in this process as its command line does
+    (``run_cli``: a UserError is one line on stderr and exit code 2), from ``cwd`` when given:
+    the exit code, stdout and stderr. A fresh ``python script.py`` would pay seconds of imports
+    to check the same; subprocesses are kept for what needs a process (signals, DDP)."""
+
+    def run(module, argv: list[str], cwd: Path | None = None) -> ScriptResult:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()  # what came before is not this script's
+        # A fresh interpreter's root logger has no handlers (pytest's are put back after), so
+        # the script sets up its own console and log file as on the command line.
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        root.handlers.clear()
+        try:
+            with pytest.raises(SystemExit) as caught:
+                run_cli(lambda: module.main(argv))
+        finally:
+            for handler in root.handlers:
+                handler.close()
+            root.handlers[:] = handlers
+            root.setLevel(level)
+        captured = capsys.readouterr()
+        return ScriptResult(caught.value.code, captured.out, captured.err)
+
+    return run

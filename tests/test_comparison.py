@@ -96,11 +96,10 @@ def test_report_files_and_filters(output, tmp_path, capsys):
     assert files == {} and "No runs" in text
 
 
-def test_a_missing_folder_is_a_user_error(tmp_path, capsys):
-    with pytest.raises(SystemExit) as stop:
-        compare_experiments.run_cli(lambda: compare_experiments.main([str(tmp_path / "missing")]))
-    assert stop.value.code == 2
-    assert "does not exist" in capsys.readouterr().err
+def test_a_missing_folder_is_a_user_error(tmp_path, run_script):
+    code, _, err = run_script(compare_experiments, [str(tmp_path / "missing")])
+    assert code == 2
+    assert "does not exist" in err
 
 
 def test_a_report_folder_that_cannot_be_written_is_a_user_error(output, tmp_path):

@@ -322,6 +322,7 @@ def _tensorboard_steps(run_dir: Path, key: str) -> list[int]:
     return [e.step for e in events.Scalars(key)]
 
 
+@pytest.mark.slow  # about a minute on 2 busy cores: resumes a run under every tracker
 def test_a_resumed_run_goes_on_in_the_same_tracker_runs(fast_config, tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     config = fast_config(
@@ -363,6 +364,7 @@ def test_a_resumed_run_goes_on_in_the_same_tracker_runs(fast_config, tmp_path, m
     ]
 
 
+@pytest.mark.slow  # about a minute on 2 busy cores: trains, interrupts and resumes
 def test_tensorboard_hides_what_the_interrupted_process_logged_after_its_checkpoint(
     fast_config, tmp_path, monkeypatch
 ):
@@ -390,6 +392,7 @@ def test_tensorboard_hides_what_the_interrupted_process_logged_after_its_checkpo
     assert logged == pytest.approx(rows)  # epoch 2 as the resumed run trained it
 
 
+@pytest.mark.slow  # about a minute on 2 busy cores: trains, interrupts and resumes
 def test_a_deleted_mlflow_run_gets_a_new_one_and_one_warning(
     fast_config, tmp_path, monkeypatch, caplog
 ):

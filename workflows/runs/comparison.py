@@ -18,18 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-from configuration import Config, load_config
-from configuration.loading import DEFAULT_CONFIG
+from configuration import Config, configured_output_path
 from utils.errors import UserError
 from utils.files import write_bytes_atomic, write_text_atomic
+from utils.plotting import pyplot
 from workflows.runs.metrics import METRIC_COLUMNS
 from workflows.runs.run_folder import RunFolder
-
-matplotlib.use("Agg")  # files only, never a window; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +235,7 @@ def legend_label(record: RunRecord) -> str:
 
 def plot_metric_pair(records: list[RunRecord], train_key: str, valid_key: str, title: str):
     """A figure of two panels, training and validation, one line per run."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for axis, key, label in ((axes[0], train_key, "training"), (axes[1], valid_key, "validation")):
         for record in records:
             _plot_series(axis, record, key, legend_label(record))
@@ -255,7 +249,7 @@ def plot_metric_pair(records: list[RunRecord], train_key: str, valid_key: str, t
 
 
 def plot_lr(records: list[RunRecord]):
-    fig, axis = plt.subplots(figsize=(6.5, 4.2))
+    fig, axis = pyplot().subplots(figsize=(6.5, 4.2))
     for record in records:
         _plot_series(axis, record, "lr", legend_label(record))
     axis.set_title("learning rate")
@@ -271,7 +265,7 @@ def plot_lr(records: list[RunRecord]):
 
 def plot_learning_curves(record: RunRecord, path: Path) -> Path:
     """One run's loss, accuracy and learning rate per epoch in one PNG."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = pyplot().subplots(1, 3, figsize=(14, 4))
     for axis, (key, title) in zip(axes[:2], (("loss", "loss"), ("acc", "accuracy")), strict=True):
         for stage, style in (("train", "-"), ("valid", "--")):
             _plot_series(axis, record, f"{stage}_{key}", stage, style)
@@ -393,7 +387,7 @@ def _plot_series(axis, record: RunRecord, key: str, label: str, style: str = "-"
     if points:
         xs, ys = zip(*points, strict=True)
         axis.plot(xs, ys, style, label=label, marker="o" if len(points) < 3 else None)
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    axis.xaxis.set_major_locator(pyplot().MaxNLocator(integer=True))  # epochs are whole numbers
 
 
 def _legend(axis, records: list[RunRecord]) -> None:
@@ -404,7 +398,7 @@ def _legend(axis, records: list[RunRecord]) -> None:
 def _save(fig, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
+    pyplot().close(fig)
     return write_bytes_atomic(path, buffer.getvalue())
 
 
@@ -417,11 +411,12 @@ def run_comparison(
 ) -> tuple[dict[str, Path], str]:
     """compare_experiments.py: the runs under ``paths`` (default: the config's output_path),
     reported into ``out`` (default: ``<output_path>/reports/<timestamp>/``)."""
-    output_path = Path(paths[0]) if paths else Path(Config().output_path)
+    configured = configured_output_path(config_path)
+    output_path = Path(paths[0]) if paths else Path(configured or Config().output_path)
     if RunFolder(output_path).metrics_csv.is_file():  # a run folder: its output folder
         output_path = output_path.parent
-    if config_path is not None or Path(DEFAULT_CONFIG).is_file():
-        output_path = Path(load_config(config_path).output_path)
+    if configured is not None:
+        output_path = Path(configured)
     folders = [Path(p) for p in paths] or [output_path]
     for folder in folders:
         if not folder.exists():

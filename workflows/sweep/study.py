@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +24,11 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
 from configuration import Config, load_config
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 from utils.hardware import external_launch_id
 from utils.text import without_credentials
 from workflows.runs.comparison import RunRecord, load_run, report
+from workflows.runs.stores import open_store, sqlite_url
 from workflows.sweep.axes import Axis, parse_axes, sweep_name
 from workflows.training.interruptions import StoppedBeforeFirstEpoch
 from workflows.training.run import run_training
@@ -36,7 +36,6 @@ from workflows.training.run import run_training
 log = logging.getLogger(__name__)
 
 SWEEP_DB = "sweeps.db"
-_OPEN_ATTEMPTS = 4
 HEARTBEAT_S = 60  # a process that died mid-run frees its combination after twice this
 # Trial attributes: the run folder, why a trial did not train, the error of a failed one, and
 # the combination a queued grid trial stands for.
@@ -55,11 +54,7 @@ class SweepResult:
 
 
 def storage_url(config: Config, storage: str | None) -> str:
-    if storage:
-        return storage
-    path = Path(config.output_path).resolve() / SWEEP_DB
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path.as_posix()}"
+    return storage or sqlite_url(config.output_path, SWEEP_DB)
 
 
 def run_sweep(
@@ -137,26 +132,23 @@ class PruneBehindMedian(Callback):
 # ---- the study ---------------------------------------------------------------------------------
 def _open_study(name: str, url: str, search: bool) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed run: our own warning
-    for attempt in range(_OPEN_ATTEMPTS):
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(
-                    url, heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S
-                )
-            break
-        except Exception as err:  # any failure to reach the database is the same advice
-            # Processes started together race to create a new database's tables; the loser
-            # finds them made on its next try.
-            if attempt + 1 < _OPEN_ATTEMPTS:
-                time.sleep(1 + attempt)
-                continue
-            raise UserError(
-                f"--sweep-storage '{without_credentials(url)}' cannot be opened ({type(err).__name__}: "
-                f"{without_credentials(str(err).splitlines()[0]) if str(err) else ''}). Give a database URL Optuna "
-                "supports (sqlite:///path.db, postgresql://user@host/db, mysql://...) that this "
-                "machine can reach, with its driver installed."
-            ) from None
+
+    def rdb_storage() -> optuna.storages.RDBStorage:
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S
+            )
+
+    try:
+        storage = open_store(url, rdb_storage)
+    except Exception as err:  # any failure to reach the database is the same advice
+        raise UserError(
+            f"--sweep-storage '{without_credentials(url)}' cannot be opened ({type(err).__name__}: "
+            f"{without_credentials(first_line(err))}). Give a database URL Optuna "
+            "supports (sqlite:///path.db, postgresql://user@host/db, mysql://...) that this "
+            "machine can reach, with its driver installed."
+        ) from None
     return optuna.create_study(
         study_name=name,
         storage=storage,
@@ -257,9 +249,7 @@ def _objective(trial, axes, name, config_path, overrides, data_path, progress_ba
     except StoppedBeforeFirstEpoch:  # Ctrl-C before the first epoch: stop the sweep, not this run
         raise KeyboardInterrupt from None
     except Exception as err:
-        trial.set_user_attr(
-            ERROR, str(err).splitlines()[0][:500] if str(err) else type(err).__name__
-        )
+        trial.set_user_attr(ERROR, first_line(err)[:500] or type(err).__name__)
         log.warning("sweep %s, trial %d failed: %s; the sweep goes on", name, trial.number, err)
         raise
     trial.set_user_attr(RUN_DIR, str(result.run_dir))

@@ -12,6 +12,7 @@ from typing import Any
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from utils.errors import first_line
 from utils.text import without_credentials
 from workflows.runs.run_folder import RunFolder
 
@@ -125,7 +126,7 @@ class Tracker(Logger):
             reason = f"no answer within {timeout:.0f} s"
         elif "error" in outcome:
             err = outcome["error"]
-            reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            reason = f"{type(err).__name__}: {first_line(err)}"
         else:
             return True
         self.active = False

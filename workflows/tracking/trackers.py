@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from models.arch_dict import ARCHITECTURES
 from utils.text import without_credentials
 from workflows.runs.comparison import load_run, plot_learning_curves
 from workflows.runs.run_folder import RunFolder
+from workflows.runs.stores import open_store, sqlite_url
 from workflows.tracking.base import END_TIMEOUT_S, Tracker
 from workflows.tracking.continuation import (
     MLFLOW,
@@ -109,7 +109,7 @@ def mlflow_uri(config: Config) -> str:
     """The configured tracking URI, else the SQLite store ``<output_path>/mlflow.db``."""
     if config.mlflow_tracking_uri:
         return config.mlflow_tracking_uri
-    return f"sqlite:///{(Path(config.output_path).resolve() / MLFLOW_DB).as_posix()}"
+    return sqlite_url(config.output_path, MLFLOW_DB)
 
 
 def neptune_token(config: Config) -> str | None:
@@ -143,8 +143,6 @@ class MlflowTracker(Tracker):
         self.inner: MLFlowLogger | None = None
 
     def _begin(self, run, params, tags, description):
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         run_tags = {_mlflow_key(t): "true" for t in tags}
         run_tags["tags"] = ", ".join(tags)
         if description:
@@ -164,15 +162,8 @@ class MlflowTracker(Tracker):
             synchronous=True,
             run_id=continued,
         )
-        for attempt in range(3):
-            try:
-                _ = self.inner.run_id  # makes the store, the experiment and the run
-                break
-            except Exception:
-                # Sweep processes started together race to create a new store's tables.
-                if attempt == 2 or not self.uri.startswith("sqlite:"):
-                    raise
-                time.sleep(1 + attempt)
+        inner = self.inner
+        open_store(self.uri, lambda: inner.run_id)  # makes the store, the experiment and the run
         if continued is None:
             self.inner.log_hyperparams(as_text_params(params))
         else:

@@ -21,7 +21,7 @@ from models.net_module import NetModule
 from models.optimization import build_loss
 from models.speed import prepare_network
 from utils.hardware import available_cpus, default_num_workers, detect_runtime, usable_workers
-from utils.logger import quiet_lightning
+from utils.logger import drop_lightning_noise
 from workflows.runs.launch import Launch
 from workflows.runs.metrics import MetricsCSV
 from workflows.runs.run_folder import RunFolder, RunLock
@@ -136,7 +136,7 @@ def _parts(config: Config, resume: ResumePoint | None) -> _Parts:
     start = None
     if resume is None:  # fine-tuning: the architecture and preprocessing of init_from's
         config, start = resolve_init_from(config)
-    quiet_lightning()
+    drop_lightning_noise()
     pl.seed_everything(config.seed, workers=True, verbose=False)
     data = build_datamodule(config)
     _share_cpu_with_loader_workers(config, data.num_workers)

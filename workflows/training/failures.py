@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import Callback
 
 from configuration import Config
 from models.optimization import ScheduleFailed
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 
 _FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
@@ -120,7 +120,7 @@ def failure_message(
 
 
 def _problem(err: BaseException, epoch: int, config: Config, loading_batch: bool) -> str | None:
-    detail = first_line(err)
+    detail = f"{type(err).__name__}: {first_line(err)[:200]}"
     if isinstance(err, NonFiniteLoss):
         return (
             f"the training loss became {err.value} (not a finite number) at epoch {err.epoch}, "
@@ -161,12 +161,3 @@ def _problem(err: BaseException, epoch: int, config: Config, loading_batch: bool
             "of 2 or more"
         )
     return None
-
-
-def first_line(err: BaseException) -> str:
-    """``Type: first line`` of an error; for one a DataLoader worker raised, the worker's."""
-    text = str(err).strip()
-    if "Original Traceback" in text:  # raised in a DataLoader worker: keep the worker's last line
-        text = [line for line in text.splitlines() if line.strip()][-1]
-    line = (text.splitlines() or [""])[0]
-    return f"{type(err).__name__}: {line[:200]}"

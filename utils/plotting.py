@@ -1,0 +1,18 @@
+"""matplotlib's pyplot, imported on the first figure drawn: it takes about a second to import,
+and most commands draw nothing (a config mistake, a run without MLflow, a prediction)."""
+
+from __future__ import annotations
+
+from functools import cache
+from types import ModuleType
+
+
+@cache
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot``, drawing to files only."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    return plt
