@@ -22,7 +22,8 @@ from typing import Any
 from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger
 
 from configuration import Config
-from workflows.runs.comparison import load_run, plot_learning_curves
+from workflows.runs.figures import plot_learning_curves
+from workflows.runs.records import load_run
 from workflows.runs.run_folder import RunFolder
 from workflows.tracking.base import END_TIMEOUT_S, Tracker
 from workflows.tracking.continuation import (
