@@ -70,7 +70,7 @@ def plot_metric_pair(
 
 
 def plot_lr(records: list[RunRecord], from_epoch: int = 0):
-    fig, axis = plt.subplots(figsize=(8.5, 4.6), layout="constrained")
+    fig, axis = plt.subplots(figsize=(10.5, 4.6), layout="constrained")
     drawn = styles(records)
     values = []
     for record, colour, label in drawn:
