@@ -43,6 +43,7 @@ from workflows.inference.export import export_checkpoint
 from workflows.inference.prediction import expand_paths, predict_paths
 from workflows.inference.reports import run_summary_line
 from workflows.runs.run_folder import RunFolder
+from workflows.training import callbacks
 from workflows.training.callbacks import EpochProgressBar, make_trainer
 from workflows.training.run import build_datamodule
 
@@ -509,7 +510,8 @@ def test_first_hour_one_path_style(tmp_path, monkeypatch):
     assert shown_path(tmp_path.parent) == str(tmp_path.parent)
 
 
-def test_first_hour_progress_bar_counts_epochs_from_one():
+def test_first_hour_progress_bar_counts_epochs_from_one(monkeypatch):
+    monkeypatch.setattr(callbacks, "on_terminal", lambda: True)  # bars only on a terminal
     trainer = make_trainer(
         max_epochs=3, accelerator="cpu", devices=1, callbacks=[], progress_bar=True
     )

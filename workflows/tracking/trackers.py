@@ -4,8 +4,10 @@ directly; ``offline`` keeps the run in the run folder's ``.neptune/`` for ``nept
 
 Every tracker gets the run's name, the thesis's parameters (``thesis_params``), its tags and
 description, the four metrics and ``lr`` once per epoch with the epoch as step, and the summary
-at the end. A tracker that fails or does not answer in time warns once, naming the fix, and is
-off for the rest of the run: trackers never stop or stall training. A resumed run goes on in
+at the end, grouped apart from the per-epoch series (``summary/max_valid_acc``) so that a run's
+chart page shows the curves first; the end of a run names its MLflow page. A tracker that fails
+or does not answer in time warns once, naming the fix, and is off for the rest of the run:
+trackers never stop or stall training. A resumed run goes on in
 the tracker runs it logged to before (``workflows.tracking.continuation``).
 """
 
@@ -15,13 +17,13 @@ import importlib
 import logging
 import os
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger
 
 from configuration import Config
+from utils.text import shown_path
 from workflows.runs.figures import plot_learning_curves
 from workflows.runs.records import load_run
 from workflows.runs.run_folder import RunFolder
@@ -33,7 +35,9 @@ from workflows.tracking.continuation import (
     mlflow_identity,
     mlflow_run_to_continue,
     neptune_run_kwargs,
+    public_uri,
 )
+from workflows.tracking.params import as_text_params, thesis_params
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ NEPTUNE_DIR = ".neptune"
 LEARNING_CURVES = "learning_curves.png"
 # Without these MLflow retries an unreachable server for minutes per call.
 _MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+SUMMARY_GROUP = "summary/"  # the summary's prefix: charted apart from the per-epoch series
 _SUMMARY_METRICS = (
     "epochs_run",
     "best_epoch",
@@ -53,53 +58,6 @@ _SUMMARY_METRICS = (
     "max_valid_acc",
     "duration_s",
 )
-
-
-def thesis_params(config: Config, num_params: int, runtime: str) -> dict[str, Any]:
-    """The parameters the thesis sent to its tracker, under its names; a setting that is off
-    is None, as the original logged it. Never holds a secret."""
-    optimizer_params = dict(config.optimizer_params or {})
-    normalize_rgb = config.normalize and not config.convert_to_grayscale
-    normalize_gray = config.normalize and config.convert_to_grayscale
-
-    def norm(params):
-        return params.model_dump() if params is not None else None
-
-    return {
-        "runtime": runtime,
-        "architecture": config.architecture,
-        "num_params": num_params,
-        "img_size": list(config.image_size),
-        "grayscale": config.convert_to_grayscale,
-        "normalize": config.normalize,
-        "norm_params_rgb": norm(config.normalization_params_rgb) if normalize_rgb else None,
-        "norm_params_gray": norm(config.normalization_params_grayscale) if normalize_gray else None,
-        "crop_to_bboxes": config.crop_to_bboxes,
-        "erase_background": config.erase_background,
-        "augment_images": config.augment_images,
-        "image_augmentations": config.image_augmentations if config.augment_images else None,
-        "augment_tensors": config.augment_tensors,
-        "tensor_augmentations": config.tensor_augmentations if config.augment_tensors else None,
-        "batch_size": config.batch_size,
-        "max_num_epochs": config.num_epochs,
-        "dropout": config.dropout,
-        "out_channels": config.out_channels,
-        "loss_function": config.loss_function,
-        "loss_params": config.loss_params or None,
-        "optimizer": config.optimizer,
-        "learning_rate": optimizer_params.get("lr"),
-        "weight_decay": optimizer_params.get("weight_decay"),
-        "all_optimizer_params": optimizer_params or None,
-        "lr_scheduler": config.lr_scheduler,
-        "lr_scheduler_params": (config.lr_scheduler_params or None)
-        if config.lr_scheduler
-        else None,
-    }
-
-
-def as_text_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Numbers and flags as they are, everything else (None, lists, mappings) as text."""
-    return {k: v if isinstance(v, bool | int | float | str) else str(v) for k, v in params.items()}
 
 
 def mlflow_uri(config: Config) -> str:
@@ -195,7 +153,9 @@ class MlflowTracker(Tracker):
             for k in _SUMMARY_METRICS
             if isinstance(summary.get(k), int | float) and not isinstance(summary.get(k), bool)
         }
-        self.inner.log_metrics(numbers, step=max(0, int(summary.get("epochs_run") or 1) - 1))
+        # One point each, at step 0: a resumed run replaces its values instead of drawing a
+        # two-point "curve"; the group keeps them below the per-epoch series.
+        self.inner.log_metrics({SUMMARY_GROUP + k: v for k, v in numbers.items()}, step=0)
         for key in ("early_stopped", "interrupted", "best_epoch"):
             client.set_tag(run_id, key, str(summary.get(key)))
         for path in (run.config_yml, run.metrics_csv, run.summary_json, run.path / LEARNING_CURVES):
@@ -205,6 +165,24 @@ class MlflowTracker(Tracker):
     def _close(self, status):
         if self.inner is not None:
             self.inner.experiment.set_terminated(self.inner.run_id, status)
+
+    def how_to_open(self) -> str | None:
+        """Where to see this run: the ``mlflow ui`` command for a local store, and the run's
+        page (``#/experiments/<id>/runs/<run id>``); None before the run exists."""
+        # MLFlowLogger.run_id would make a run when there is none: its attribute says.
+        if self.inner is None or self.inner._run_id is None:
+            return None
+        page = f"#/experiments/{self.inner.experiment_id}/runs/{self.inner.run_id}"
+        if self.uri.startswith(("http://", "https://")):
+            return f"MLflow: open {public_uri(self.uri).rstrip('/')}/{page}"
+        if self.uri.startswith("sqlite:///"):
+            store = Path(self.uri[len("sqlite:///") :])
+            command = (
+                f"mlflow ui --backend-store-uri sqlite:///{Path(shown_path(store)).as_posix()}"
+            )
+        else:
+            command = f"mlflow ui --backend-store-uri {public_uri(self.uri)}"
+        return f"MLflow: {command}, then open http://127.0.0.1:5000/{page}"
 
 
 class TensorBoardTracker(Tracker):
@@ -365,6 +343,9 @@ def finish_trackers(
             plot_learning_curves(record, run.path / LEARNING_CURVES)
     for tracker in trackers:
         tracker.finish(run, summary, status)
+        hint = tracker.how_to_open() if isinstance(tracker, MlflowTracker) else None
+        if hint and tracker.active:
+            log.info("%s", hint)
 
 
 def _neptune_project(config: Config) -> str | None:

@@ -43,6 +43,7 @@ from workflows.training.callbacks import (
     make_trainer,
 )
 from workflows.training.checkpoint_io import AtomicCheckpointIO, leftover_partials
+from workflows.training.epoch_log import EpochLog
 from workflows.training.fine_tuning import head_first, resolve_init_from
 from workflows.training.interruptions import (
     FiniteLossGuard,
@@ -126,9 +127,9 @@ def run_training(
         config.architecture, data.num_classes, config.img_channels, **config.arch_options()
     )
     transfer = start.initialise(net, data.class_names, config) if start else None
-    origin = {}  # where the weights came from, for summary.json
+    origin: dict[str, Any] = {"num_classes": data.num_classes}  # + where the weights came from
     if start is not None:
-        origin = {
+        origin |= {
             "init_from": str(start.path),
             "init_from_weights": transfer.as_dict() if transfer else None,
             "freeze_epochs": config.freeze_epochs,
@@ -183,6 +184,7 @@ def run_training(
             callbacks=[
                 signals,  # first: it must see an epoch's end before the writers do
                 metrics_csv,
+                EpochLog(),  # one line per epoch, with progress bars or without
                 *checkpoint_callbacks(run.checkpoints),
                 stopper,
                 FiniteLossGuard(),
