@@ -4,8 +4,8 @@ directly; ``offline`` keeps the run in the run folder's ``.neptune/`` for ``nept
 
 Every tracker gets the run's name, the thesis's parameters (``thesis_params``), its tags and
 description, the four metrics and ``lr`` once per epoch with the epoch as step, and the summary
-at the end, grouped apart from the per-epoch series (``summary/max_valid_acc``) so that a run's
-chart page shows the curves first; the end of a run names its MLflow page. A tracker that fails
+at the end, apart from the per-epoch series (MLflow: tags ``summary.max_valid_acc``, ...; so
+that a run's chart page shows only the curves); the end of a run names its MLflow page. A tracker that fails
 or does not answer in time warns once, naming the fix, and is off for the rest of the run:
 trackers never stop or stall training. A resumed run goes on in
 the tracker runs it logged to before (``workflows.tracking.continuation``).
@@ -48,7 +48,7 @@ NEPTUNE_DIR = ".neptune"
 LEARNING_CURVES = "learning_curves.png"
 # Without these MLflow retries an unreachable server for minutes per call.
 _MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-SUMMARY_GROUP = "summary/"  # the summary's prefix: charted apart from the per-epoch series
+SUMMARY_TAG = "summary."  # MLflow: the summary as tags, apart from the per-epoch series
 _SUMMARY_METRICS = (
     "epochs_run",
     "best_epoch",
@@ -148,16 +148,11 @@ class MlflowTracker(Tracker):
 
     def _end(self, run, summary):
         client, run_id = self.inner.experiment, self.inner.run_id
-        numbers = {
-            k: float(summary[k])
-            for k in _SUMMARY_METRICS
-            if isinstance(summary.get(k), int | float) and not isinstance(summary.get(k), bool)
-        }
-        # One point each, at step 0: a resumed run replaces its values instead of drawing a
-        # two-point "curve"; the group keeps them below the per-epoch series.
-        self.inner.log_metrics({SUMMARY_GROUP + k: v for k, v in numbers.items()}, step=0)
-        for key in ("early_stopped", "interrupted", "best_epoch"):
-            client.set_tag(run_id, key, str(summary.get(key)))
+        # Tags, not metrics: MLflow 3 charts every metric, a one-value one as a bar, and puts
+        # any prefixed group above the per-epoch series; tags show on the run's overview and
+        # as columns of the runs table, and a resumed run overwrites them.
+        for key in (*_SUMMARY_METRICS, "early_stopped", "interrupted"):
+            client.set_tag(run_id, SUMMARY_TAG + key, _tag_value(summary.get(key)))
         for path in (run.config_yml, run.metrics_csv, run.summary_json, run.path / LEARNING_CURVES):
             if path.is_file():
                 client.log_artifact(run_id, str(path))
@@ -173,6 +168,7 @@ class MlflowTracker(Tracker):
         if self.inner is None or self.inner._run_id is None:
             return None
         page = f"#/experiments/{self.inner.experiment_id}/runs/{self.inner.run_id}"
+        page += "?workflowType=machine_learning"  # MLflow 3 opens on its GenAI pages otherwise
         if self.uri.startswith(("http://", "https://")):
             return f"MLflow: open {public_uri(self.uri).rstrip('/')}/{page}"
         if self.uri.startswith("sqlite:///"):
@@ -361,6 +357,12 @@ def _neptune_value(value: Any) -> Any:
         return value
     if isinstance(value, int) and -(2**31) <= value < 2**31:
         return value
+    return str(value)
+
+
+def _tag_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
     return str(value)
 
 
