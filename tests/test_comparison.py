@@ -19,6 +19,7 @@ from utils.errors import UserError
 from workflows.runs import figures
 from workflows.runs.comparison import find_runs, run_comparison, select
 from workflows.runs.differences import mark_best
+from workflows.runs.run_folder import RunFolder
 from workflows.runs.thesis_table import wide_table
 
 HEADER = "epoch,train_loss,train_acc,valid_loss,valid_acc,lr\n"
@@ -122,10 +123,33 @@ def test_a_report_folder_that_cannot_be_written_is_a_user_error(output, tmp_path
     assert (tmp_path / "a_file").read_text() == "x"
 
 
+def _alias_bomb(levels: int = 9) -> str:
+    """A few hundred bytes of YAML that stand for 10**levels values once expanded."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_run_config_alias_bomb_is_skipped_with_a_note(output, tmp_path, capsys):
+    # issue 23 A.9: RunFolder.read_config used plain yaml.safe_load, and the comparison then
+    # walked the billion values (a hang, gigabytes of memory)
+    bomb = output / "ghost_20260101000002" / "config.yml"
+    bomb.write_text(_alias_bomb())
+    notes: list[str] = []
+    records = find_runs([output], notes)
+    assert [r.name for r in records] == ["ghost_20260101000001"]
+    (note,) = [n for n in notes if "ghost_20260101000002" in n]
+    assert "aliases" in note and "not a run folder" not in note
+    out = tmp_path / "report"
+    assert compare_experiments.main([str(output), "--out", str(out)]) == 0
+    assert "ghost_20260101000002" in (out / "summary.md").read_text()  # in the report's notes
+    assert RunFolder(bomb.parent).read_config() == {}  # evaluation: unknown settings, not a hang
+
+
 # ---- the thesis's 56 runs ---------------------------------------------------------------------
-THESIS_RUNS = (
-    Path(__file__).parent / "data" / "thesis_runs.json.gz"
-)  # tests/data/make_thesis_runs.py
+# Written by tests/data/make_thesis_runs.py from the original repository's all_experiments.txt.
+THESIS_RUNS = Path(__file__).parent / "data" / "thesis_runs.json.gz"
 # Thesis table 4.2.6 (optimizer change and L2 regularization), as printed.
 TABLE_4_2_6 = """\
 | Metric | C-7 | C-13 | C-14 | C-15 | C-16 | C-17 |

@@ -27,6 +27,7 @@ from pytorch_lightning.callbacks import Callback
 from configuration import Config, load_config
 from utils.errors import UserError
 from utils.hardware import external_launch_id
+from utils.text import without_credentials
 from workflows.runs.comparison import RunRecord, load_run, report
 from workflows.sweep.axes import Axis, parse_axes, sweep_name
 from workflows.training.interruptions import StoppedEarly
@@ -90,8 +91,8 @@ def run_sweep(
     overrides = [*overrides, *_one_device(base)]
     url = storage_url(base, storage)
     study = _open_study(name, url, search=trials is not None)
-    result = SweepResult(name=name, storage=url)
-    log.info("sweep %s in %s", name, url)
+    result = SweepResult(name=name, storage=without_credentials(url))
+    log.info("sweep %s in %s", name, result.storage)
 
     def train(trial: optuna.trial.Trial) -> float:
         try:
@@ -151,8 +152,8 @@ def _open_study(name: str, url: str, search: bool) -> optuna.Study:
                 time.sleep(1 + attempt)
                 continue
             raise UserError(
-                f"--sweep-storage '{url}' cannot be opened ({type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else ''}). Give a database URL Optuna "
+                f"--sweep-storage '{without_credentials(url)}' cannot be opened ({type(err).__name__}: "
+                f"{without_credentials(str(err).splitlines()[0]) if str(err) else ''}). Give a database URL Optuna "
                 "supports (sqlite:///path.db, postgresql://user@host/db, mysql://...) that this "
                 "machine can reach, with its driver installed."
             ) from None

@@ -23,7 +23,7 @@ from typing import Any
 from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger
 
 from configuration import Config
-from utils.text import shown_path
+from utils.text import shown_path, without_credentials
 from workflows.runs.figures import plot_learning_curves
 from workflows.runs.records import load_run
 from workflows.runs.run_folder import RunFolder
@@ -83,7 +83,7 @@ class MlflowTracker(Tracker):
         super().__init__()
         self.uri = mlflow_uri(config)
         self.fix = (
-            f"Check mlflow_tracking_uri ('{self.uri}'): start the server or point it at a "
+            f"Check mlflow_tracking_uri ('{without_credentials(self.uri)}'): start the server or point it at a "
             "reachable one, or set log_to_mlflow: False."
         )
         if self.uri.startswith(("http://", "https://")):
