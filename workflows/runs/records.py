@@ -8,6 +8,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ class RunRecord:
             return "unfinished"
         return "interrupted" if self.summary.get("interrupted") else "finished"
 
-    @property
+    @cached_property  # may count the classes in a labels file: once per record
     def data(self) -> tuple[str, int | None]:
         """The prepared data folder the run trained on and its number of classes (from
         ``summary.json``, else counted in the folder's ``train_labels.csv`` when it is there)."""
