@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from workflows.training import callbacks
 from workflows.training.callbacks import EpochProgressBar, make_trainer
 
 
@@ -23,7 +24,8 @@ class _OneWeight(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_first_hour_progress_bar_counts_epochs_from_one(tmp_path, capsys):
+def test_first_hour_progress_bar_counts_epochs_from_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(callbacks, "on_terminal", lambda: True)  # bars only on a terminal
     trainer = make_trainer(
         max_epochs=3,
         accelerator="cpu",

@@ -16,3 +16,21 @@ def pyplot() -> ModuleType:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+@cache
+def ticker() -> ModuleType:
+    """``matplotlib.ticker`` (formatters and locators), with pyplot set up first."""
+    pyplot()
+    import matplotlib.ticker
+
+    return matplotlib.ticker
+
+
+@cache
+def lines() -> ModuleType:
+    """``matplotlib.lines`` (legend handles), with pyplot set up first."""
+    pyplot()
+    import matplotlib.lines
+
+    return matplotlib.lines

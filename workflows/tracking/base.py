@@ -69,7 +69,9 @@ class Tracker(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        values = {k: float(v) for k, v in metrics.items() if k != "epoch"}
+        # Lightning hands over float32 values: 1e-05 arrives as 9.99999974737875e-06. Seven
+        # significant digits are all float32 holds, and read as the number that was meant.
+        values = {k: float(f"{float(v):.7g}") for k, v in metrics.items() if k != "epoch"}
         epoch = int(metrics.get("epoch", step or 0))
         if values:
             self.call("logging the metrics", lambda: self._log(values, epoch))

@@ -28,6 +28,7 @@ from workflows.runs.run_folder import RunFolder, RunLock
 from workflows.tracking.trackers import build_trackers
 from workflows.training.callbacks import ConfiguredEarlyStopping, checkpoint_callbacks, make_trainer
 from workflows.training.checkpoint_io import AtomicCheckpointIO
+from workflows.training.epoch_log import EpochLog
 from workflows.training.failures import FiniteLossGuard
 from workflows.training.fine_tuning import head_first, output_layer, resolve_init_from
 from workflows.training.interruptions import SignalStop
@@ -144,10 +145,11 @@ def _parts(config: Config, resume: ResumePoint | None) -> _Parts:
         config.architecture, data.num_classes, config.img_channels, **config.arch_options()
     )
     head = output_layer(config) if start or config.freeze_epochs else set()
-    origin = resume.origin if resume else {}
+    # the number of classes tells runs on other data apart in a comparison
+    origin = {"num_classes": data.num_classes} | (resume.origin if resume else {})
     if start is not None:
         transfer = start.initialise(net, data.class_names, head)
-        origin = {
+        origin |= {
             "init_from": str(start.path),
             "init_from_weights": transfer.as_dict(),
             "freeze_epochs": config.freeze_epochs,
@@ -187,6 +189,7 @@ def _trainer(
             FiniteLossGuard(),
             lifecycle.loading,
             RandomState(),
+            EpochLog(),  # one line per epoch, with progress bars or without
             *extra,
             lifecycle,  # last: it ends the run once the others are done
         ],

@@ -4,6 +4,7 @@ the random-number state as it found it, so the run trains as if it had not run."
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 from torch import nn
@@ -11,6 +12,8 @@ from torch import nn
 from datasets.stanford_data_module import StanfordCarsDataModule
 from utils.errors import UserError
 from workflows.training.resume import RandomState
+
+log = logging.getLogger(__name__)
 
 
 def preflight(
@@ -33,6 +36,7 @@ def _dry_run(
     that does not take class labels) stops the run at once with a message."""
     data.setup("fit")
     train_set, valid_set = data.train_dataset, data.valid_dataset
+    warn_small_data(data.batch_size, len(train_set))
     train_keys = "image_augmentations / tensor_augmentations / crop_to_bboxes"
     samples = []
     for dataset, index, keys in (
@@ -74,3 +78,23 @@ def _dry_run(
                 f"({type(err).__name__}: {str(err)[:120]}); its BatchNorm layers need at least 2. "
                 "Use --set batch_size=2 or more."
             ) from None
+
+
+def warn_small_data(batch_size: int, train_images: int) -> None:
+    """A batch as large as the training set makes every epoch one optimizer step, which
+    learns next to nothing (the template's 64 on a folder of a few dozen photos): warn, naming
+    a batch size that gives a few steps per epoch."""
+    if batch_size < train_images:
+        return
+    fits = 2
+    while fits * 2 <= max(2, train_images // 4):
+        fits *= 2
+    log.warning(
+        "batch_size %d is at or above the %d training images: every epoch is a single "
+        "optimizer step, so the network learns next to nothing. Use a smaller batch, e.g. "
+        "--set batch_size=%d (%d steps per epoch).",
+        batch_size,
+        train_images,
+        fits,
+        -(-train_images // fits),
+    )
