@@ -398,7 +398,7 @@ def test_a_finished_sweep_run_again_says_it_is_done_and_prints_its_table(
 
 
 def test_a_postgresql_storage_without_its_driver_says_what_to_install(config_file, monkeypatch):
-    monkeypatch.setitem(sys.modules, "psycopg2", None)  # import psycopg2 -> ImportError
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg -> ImportError
     url = "postgresql://alice:S3cretPass@127.0.0.1:1/sweeps"
     with pytest.raises(UserError, match="postgres_requirements.txt") as err:
         run_sweep(config_file, [], None, [f"{WD}=0.3,0.4"], storage=url)

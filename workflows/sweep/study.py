@@ -192,7 +192,7 @@ def _open_study(name: str, url: str, search: bool) -> optuna.Study:
             raise UserError(
                 f"--sweep-storage '{shown_url(url)}' needs a database driver that is not "
                 f"installed ({err}). For PostgreSQL: pip install -r postgres_requirements.txt "
-                "(psycopg2-binary); for another database, its SQLAlchemy driver."
+                "(psycopg[binary]); for another database, its SQLAlchemy driver."
             ) from None
         except Exception as err:  # any failure to reach the database is the same advice
             # Processes started together race to create a new database's tables; the loser
