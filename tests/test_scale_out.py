@@ -61,7 +61,9 @@ def _finished_runs(output: Path) -> list[Path]:
 
 
 def _seeds(output: Path) -> list[int]:
-    return sorted(yaml.safe_load((r / "config.yml").read_text())["seed"] for r in _finished_runs(output))
+    return sorted(
+        yaml.safe_load((r / "config.yml").read_text())["seed"] for r in _finished_runs(output)
+    )
 
 
 def _trained_here(stdout: str) -> int:
@@ -159,7 +161,9 @@ def _check_one_run(output: Path, data: Path, outputs: list[str]) -> None:
 def _two_nodes(config: Path, launcher, environments: list[dict]) -> list[tuple[str, str]]:
     settings = ["devices=1", "num_nodes=2", "strategy=ddp", "accelerator=cpu", "log_to_mlflow=true"]
     args = ["--no-progress", *(x for s in settings for x in ("--set", s))]
-    nodes = [_train(config, *args, env=env, launcher=launcher(i)) for i, env in enumerate(environments)]
+    nodes = [
+        _train(config, *args, env=env, launcher=launcher(i)) for i, env in enumerate(environments)
+    ]
     results = [n.communicate(timeout=600) for n in nodes]
     assert all(n.returncode == 0 for n in nodes), [e[-3000:] for _, e in results]
     return results
