@@ -33,7 +33,14 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 
-demo: $(VENV)/.installed
+# The demo needs only the runtime requirements: no test, lint or notebook tools.
+$(VENV)/.installed-prod: prod_requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r prod_requirements.txt
+	touch $@
+
+demo: $(VENV)/.installed-prod
 	$(PY) demo.py --dir $(DEMO_DIR)
 
 clean-demo:

@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--archive",
         nargs="?",
         const=DEFAULT_ARCHIVE,
-        type=path_arg,
+        type=path_text,  # text: a trailing slash (a folder) must survive
         metavar="PATH",
         help=f"also pack the prepared folder for train_colab.ipynb as PATH (default: "
         f"{DEFAULT_ARCHIVE.as_posix()}), with one top-level stanford/ folder",

@@ -5,6 +5,8 @@ from configuration.loading import (
     TEMPLATE_PATH,
     apply_overrides,
     load_config,
+    read_yaml,
+    read_yaml_file,
     validate_config,
 )
 from configuration.schema import REDACTED, SECRET_KEYS, Config, NormParams
@@ -18,5 +20,7 @@ __all__ = [
     "NormParams",
     "apply_overrides",
     "load_config",
+    "read_yaml",
+    "read_yaml_file",
     "validate_config",
 ]

@@ -1,16 +1,21 @@
 """Checks that span several keys of a config: normalization params against the colour mode,
-the plateau scheduler's patience, and the optimizer, scheduler and loss tried with
-their params on a dummy parameter, so that a bad param fails at load time, not mid-run."""
+the plateau scheduler's patience, the optimizer, scheduler and loss tried with their params on
+a dummy parameter, and the training augmentations tried on a blank image, so that a bad param
+fails at load time, not mid-run."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import random
 import warnings
 from typing import Any
 
 import torch
+from PIL import Image
 
 from datasets.device_augment import UnsupportedOnDevice, device_transform
+from datasets.transforms import build_after_resize
 from models.optimization import build_loss, build_optimizer, build_scheduler
 from utils.hardware import physical_memory_bytes
 
@@ -23,9 +28,57 @@ def cross_key_problems(config: Any) -> list[str]:
         *_plateau_problems(config),
         *_callable_param_problems(config),
         *_memory_problems(config),
+        *_augmentation_problems(config),
         *_device_augmentation_problems(config),
         *_speed_key_problems(config),
     ]
+
+
+# ---- the training augmentations, tried on a blank image ---------------------------------
+_AUGMENTATION_KEYS = "keys 'image_augmentations' / 'tensor_augmentations'"
+
+
+def _augmentation_problems(config: Any) -> list[str]:
+    """The CPU pipeline (what ``augment_on: cpu`` runs) on one blank image of the run's size
+    and colour mode: it must work and keep the channels the network takes. ``augment_on:
+    device`` runs the same transforms, so both paths accept the same configs (a Grayscale to
+    1 channel in an RGB run trained on the device before: Normalize's 3-channel mean broadcast
+    the image back to 3 channels, while validation stayed in colour)."""
+    augmentations = config.augmentations()
+    if not augmentations or _memory_problems(config):
+        return []
+    height, width = config.image_size
+    channels = config.img_channels
+    mode = "L" if channels == 1 else "RGB"
+    shown = "a grayscale" if channels == 1 else "an RGB"
+    # Normalize is left out: its mean and std are checked against the colour mode elsewhere,
+    # and on a wrong channel count its error would hide the cause.
+    plain = dataclasses.replace(config.preprocessing(), normalize=False)
+    state = random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(0)  # the same draws on every load: a config is accepted or not
+            random.seed(0)
+            out = build_after_resize(plain, augmentations)(Image.new(mode, (width, height), 128))
+    except Exception as err:  # whatever a transform raises is the config's problem
+        return [
+            f"{_AUGMENTATION_KEYS}: the training transforms fail on {shown} {height}x{width} "
+            f"image ({type(err).__name__}: {str(err)[:300]}); image augmentations get PIL images "
+            "(before ToTensor), tensor augmentations get tensors (after it)"
+        ]
+    finally:
+        random.setstate(state)
+    got = out.shape[0] if isinstance(out, torch.Tensor) and out.dim() == 3 else None
+    if got != channels:
+        made = f"{got} channel(s)" if got is not None else f"a {type(out).__name__}"
+        return [
+            f"{_AUGMENTATION_KEYS}: the training transforms turn {shown} image into {made}, "
+            f"but the network and validation take {channels} (convert_to_grayscale: "
+            f"{config.convert_to_grayscale}); keep {channels} channel(s) (e.g. Grayscale with "
+            f"num_output_channels={channels}) or change convert_to_grayscale"
+        ]
+    return []
 
 
 # ---- augment_on: device ------------------------------------------------------------

@@ -94,13 +94,7 @@ def load_config(
         raise UserError(
             f"config file '{path}' not found (or not a file). Pass an existing YAML file with -c PATH."
         )
-    check_size(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(
-            f"config file '{path}' could not be read ({err}). Check the file and its permissions."
-        ) from None
+    text = read_config_text(path)
     # ---- secrets and sizes: no message shows a secret, no value is unbounded ----
     secrets = secret_values("\n".join([text, *map(str, overrides or ())]), SECRET_KEYS)
     try:
@@ -109,14 +103,40 @@ def load_config(
         raise UserError(mask(str(err), secrets)) from None
 
 
-def _load_text(text: str, path: Path, overrides, data_path: str | None) -> Config:
+def read_config_text(path: Path) -> str:
+    """The text of a config file, refused (a UserError) when it is too large or unreadable."""
+    check_size(path)
     try:
-        raw = yaml.load(text, Loader=ConfigLoader)
-    except yaml.YAMLError as err:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
         raise UserError(
-            f"config file '{path}' is not valid YAML: {yaml_problem(err)}. Fix it there."
+            f"config file '{path}' could not be read ({err}). Check the file and its permissions."
         ) from None
-    check_expansion(raw, f"config file '{path}'")
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """YAML ``text`` as the project reads every YAML (a config file, a run's ``config.yml``, a
+    ``--set`` or ``--sweep`` value): ``ConfigLoader``, and a UserError naming ``source`` when
+    it does not parse, nests too deep, or its aliases expand past ``MAX_VALUES`` values."""
+    try:
+        value = yaml.load(text, Loader=ConfigLoader)
+    except yaml.YAMLError as err:
+        raise UserError(f"{source} is not valid YAML: {yaml_problem(err)}. Fix it there.") from None
+    except RecursionError:
+        raise UserError(
+            f"{source}: the YAML nests too deep to read. A config nests a few levels; fix it there."
+        ) from None
+    check_expansion(value, source)
+    return value
+
+
+def read_yaml_file(path: Path, source: str) -> Any:
+    """``read_yaml`` of a file, refused unread when larger than ``MAX_CONFIG_BYTES``."""
+    return read_yaml(read_config_text(path), source)
+
+
+def _load_text(text: str, path: Path, overrides, data_path: str | None) -> Config:
+    raw = read_yaml(text, f"config file '{path}'")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -154,6 +174,8 @@ def apply_overrides(raw: dict, overrides) -> dict:
                 f"--set '{shown}': the value is not valid YAML ({mask(yaml_problem(err), secrets)})."
                 " Quote it or fix it."
             ) from None
+        except RecursionError:
+            raise UserError(f"--set '{shown}': the value nests too deep to read.") from None
         check_expansion(value, f"--set '{shown}'")
         if key in _SPELLINGS:  # an override replaces the setting under either spelling
             raw.pop(_SPELLINGS[key], None)

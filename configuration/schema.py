@@ -25,6 +25,7 @@ from datasets.transforms import resolve_transform
 from models.arch_dict import ARCH_OPTIONS, ARCHITECTURES, architecture_options
 from models.optimization import resolve_loss, resolve_optimizer, resolve_scheduler
 from utils.names import NameError_, closest
+from utils.text import without_credentials
 
 SECRET_KEYS = ("neptune_api_token",)
 REDACTED = "***"
@@ -329,9 +330,21 @@ class Config(BaseModel):
         return 15
 
     def to_public_dict(self) -> dict[str, Any]:
-        """The resolved config as plain YAML-able data, secrets replaced by ``***``."""
-        data = self.model_dump(mode="json")
+        """The resolved config as plain YAML-able data, secrets replaced by ``***`` and every
+        URL without its user name and password (``without_credentials``)."""
+        data = _public(self.model_dump(mode="json"))
         for key in SECRET_KEYS:
             if data.get(key) is not None:
                 data[key] = REDACTED
         return data
+
+
+def _public(value: Any) -> Any:
+    """``value`` with every text in it passed through ``without_credentials``."""
+    if isinstance(value, str):
+        return without_credentials(value)
+    if isinstance(value, dict):
+        return {key: _public(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_public(item) for item in value]
+    return value

@@ -4,9 +4,17 @@
 Files, beside the prepared data: ``<cache_dir>/<split>-<key>.u8`` (the raw ``(N, H, W, C)``
 array) and ``<split>-<key>.json`` (its header, written last and atomically). The key is a hash
 of everything that changes the pixels: image size, grayscale, crop and erase settings, and
-every file's name, size, modification time and bounding box. A header that is missing, does
-not parse, fails its own checksum or does not match the array's size means the cache is
-rebuilt, never read. Loader workers map the array read-only, so no process copies it.
+every file's name, size, modification time, change time (ctime, which the system sets on every
+write, replacement or time change, so an image replaced by another of the same size with its
+old mtime changes the key) and bounding box. The header holds a CRC-32 of the array, checked
+each time the cache is opened (one read of the file, at a few GB/s from the page cache); a
+header that is missing, does not parse, fails its own checksum or does not match the array's
+size or CRC-32 means the cache is rebuilt, never read. Loader workers map the array read-only,
+so no process copies it.
+
+A build (``datasets.cache_build``) writes ``.<split>-<key>.u8.<host>.<pid>.tmp`` first;
+SIGTERM or Ctrl-C during it removes that file and ends its workers quietly, and a temp file of
+a process that is gone (killed with SIGKILL, a crashed machine) is removed by the next open.
 """
 
 from __future__ import annotations
@@ -14,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +31,14 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 from PIL import Image
-from tqdm import tqdm
 
+from datasets.cache_build import (
+    build_array,
+    remove_stale_temps,
+    temp_path,
+)
 from datasets.labels import Annotation
 from datasets.preprocessing import Preprocessing
-from datasets.transforms import crop_to_bbox, load_image, resize_stages
 from utils.errors import UserError
 from utils.files import write_json_atomic
 
@@ -35,23 +46,9 @@ log = logging.getLogger(__name__)
 
 CACHE_DIRNAME = ".cache"
 # Bump when the way pixels are produced changes, so that old caches are not reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ctime in the key, the array's CRC-32 in the header
 # Fewer images than this are decoded in this process: a pool costs more than it saves.
 _POOL_MIN_IMAGES = 64
-
-
-def decode_resized(path: Path, bbox: Sequence[float], preprocessing: Preprocessing) -> Image.Image:
-    """One image through decode -> [bbox crop / erase] -> resize -> [grayscale]."""
-    img = load_image(path)
-    if preprocessing.crop_to_bboxes:
-        img = crop_to_bbox(img, bbox, preprocessing.erase_background)
-    return resize_stages(preprocessing)(img)
-
-
-def image_array(img: Image.Image) -> np.ndarray:
-    """A PIL image as ``(H, W, C)`` uint8."""
-    array = np.asarray(img, dtype=np.uint8)
-    return array[:, :, None] if array.ndim == 2 else array
 
 
 def array_image(array: np.ndarray) -> Image.Image:
@@ -64,7 +61,7 @@ def cache_key(image_dir: Path, samples: Sequence[Annotation], preprocessing: Pre
     files = []
     for sample in samples:
         stat = (image_dir / sample.fname).stat()
-        entry = [sample.fname, stat.st_size, stat.st_mtime_ns]
+        entry = [sample.fname, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
         if preprocessing.crop_to_bboxes:
             entry.append([float(v) for v in sample.bbox])
         files.append(entry)
@@ -120,47 +117,52 @@ def _nbytes(shape: tuple) -> int:
     return int(np.prod(shape))
 
 
-def _read_valid(data_file: Path, header_file: Path, key: str, shape: tuple) -> bool:
+_CRC_BLOCK = 16 * 2**20
+
+
+def data_crc32(path: Path) -> str:
+    """The CRC-32 of a file, read in blocks (zlib's runs at several GB/s)."""
+    crc = 0
+    with path.open("rb") as handle:
+        while block := handle.read(_CRC_BLOCK):
+            crc = zlib.crc32(block, crc)
+    return f"{crc:08x}"
+
+
+def _read_header(data_file: Path, header_file: Path, key: str, shape: tuple) -> dict | None:
+    """The cache's header when it is whole and matches the key, the shape and the array's
+    size; else None (no cache, or one cut short)."""
     try:
         header = json.loads(header_file.read_text())
         size = data_file.stat().st_size
     except (OSError, ValueError):
-        return False
-    return (
+        return None
+    valid = (
         isinstance(header, dict)
         and header.get("checksum") == _header_checksum(header)
         and header.get("key") == key
         and tuple(header.get("shape", ())) == shape
         and header.get("bytes") == size == _nbytes(shape)
     )
+    return header if valid else None
 
 
-_worker_state: dict = {}
-
-
-def _init_worker(data_file: str, shape: tuple, jobs: list, preprocessing: Preprocessing) -> None:
-    _worker_state.update(
-        array=np.memmap(data_file, dtype=np.uint8, mode="r+", shape=shape),
-        jobs=jobs,
-        preprocessing=preprocessing,
+def _read_valid(data_file: Path, header_file: Path, key: str, shape: tuple) -> bool:
+    """Whether the cache can be read: a valid header and an array with its CRC-32."""
+    header = _read_header(data_file, header_file, key, shape)
+    if header is None:
+        return False
+    try:
+        if data_crc32(data_file) == header.get("data_crc32"):
+            return True
+    except OSError:
+        return False
+    log.warning(
+        "the image cache '%s' is damaged (its data no longer matches the CRC-32 written when it "
+        "was built); it is rebuilt.",
+        data_file,
     )
-
-
-def _fill(start_stop: tuple[int, int]) -> int:
-    array, jobs = _worker_state["array"], _worker_state["jobs"]
-    start, stop = start_stop
-    for index in range(start, stop):
-        path, bbox = jobs[index]
-        try:
-            img = decode_resized(Path(path), bbox, _worker_state["preprocessing"])
-        except (OSError, ValueError) as err:  # PIL's errors for truncated or foreign files
-            raise UserError(
-                f"image '{path}' could not be decoded ({type(err).__name__}: {err}). Prepare "
-                "the dataset again with 'python prepare_stanford_dataset.py --force'."
-            ) from None
-        array[index] = image_array(img)
-    array.flush()
-    return stop - start
+    return False
 
 
 def open_or_build(
@@ -179,24 +181,31 @@ def open_or_build(
     shape = (len(samples), height, width, preprocessing.channels)
     data_file = cache_dir / f"{split}-{key}.u8"
     header_file = cache_dir / f"{split}-{key}.json"
+    seen = _header_text(header_file)
     if _read_valid(data_file, header_file, key, shape):
+        remove_stale_temps(cache_dir)
         return ImageCache(data_file, shape)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         # The processes of a multi-GPU run all ask at once: one builds, the others wait for
         # it and then read its cache.
         with FileLock(cache_dir / f".{split}-{key}.lock"):
-            if not _read_valid(data_file, header_file, key, shape):
+            remove_stale_temps(cache_dir, building=f"{split}-{key}")
+            # Checked again only when another process wrote a header meanwhile.
+            if _header_text(header_file) == seen or not _read_valid(
+                data_file, header_file, key, shape
+            ):
                 log.info(
                     "building the %s image cache in %s (%d images)", split, cache_dir, len(samples)
                 )
                 header_file.unlink(missing_ok=True)  # no header: a build cut short is never read
-                tmp = cache_dir / f".{split}-{key}.u8.{os.getpid()}.tmp"
+                tmp = temp_path(cache_dir, f"{split}-{key}")
                 _build(tmp, shape, image_dir, samples, preprocessing, workers, progress, split)
-                os.replace(tmp, data_file)
                 header = {"key": key, "split": split, "shape": list(shape)}
                 header["bytes"] = _nbytes(shape)
+                header["data_crc32"] = data_crc32(tmp)
                 header["checksum"] = _header_checksum(header)
+                os.replace(tmp, data_file)
                 write_json_atomic(header_file, header)  # last: it makes the cache valid
     except OSError as err:
         raise UserError(
@@ -204,6 +213,13 @@ def open_or_build(
             "or make the prepared data folder writable, or set cache_images: false."
         ) from None
     return ImageCache(data_file, shape)
+
+
+def _header_text(header_file: Path) -> str | None:
+    try:
+        return header_file.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _build(
@@ -216,26 +232,5 @@ def _build(
     progress: bool,
     split: str,
 ) -> None:
-    try:
-        with tmp.open("wb") as handle:
-            handle.truncate(_nbytes(shape))
-        jobs = [(str(image_dir / s.fname), tuple(s.bbox)) for s in samples]
-        chunk = 32
-        chunks = [(i, min(i + chunk, len(jobs))) for i in range(0, len(jobs), chunk)]
-        bar = tqdm(total=len(jobs), desc=f"caching {split}", unit="img", disable=not progress)
-        init_args = (str(tmp), shape, jobs, preprocessing)
-        if workers <= 1 or len(jobs) < _POOL_MIN_IMAGES:
-            _init_worker(*init_args)
-            for span in chunks:
-                bar.update(_fill(span))
-            _worker_state.clear()
-        else:
-            # fork: workers inherit the job list instead of re-importing torch each.
-            context = multiprocessing.get_context("fork")
-            with context.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
-                for done in pool.imap_unordered(_fill, chunks):
-                    bar.update(done)
-        bar.close()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    pool = workers if len(samples) >= _POOL_MIN_IMAGES else 1
+    build_array(tmp, shape, image_dir, samples, preprocessing, pool, progress, split)

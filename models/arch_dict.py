@@ -32,10 +32,12 @@ _COMMON_PARAMETERS = ("num_classes", "img_channels")
 
 @dataclass(frozen=True)
 class Architecture:
-    """A network builder and the name of the network it builds; calling it builds one."""
+    """A network builder, the name of the network it builds and the name the thesis's code gave
+    its builder (which its Neptune runs logged as ``architecture``); calling it builds one."""
 
     builder: Callable[..., nn.Module]
     description: str
+    original_name: str
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -51,35 +53,52 @@ class Architecture:
         return self.builder(*args, **kwargs)
 
 
-# Config key -> the builder and the network's name as its paper writes it. The keys are the ones
+# Config key -> the builder, the network's name as its paper writes it and the original's builder
+# name (its `arch_dict.py`). The keys are the ones
 # the thesis's configs use; renaming one breaks old configs and checkpoints.
 ARCHITECTURES: dict[str, Architecture] = {
-    "sq_10": Architecture(squeezenet.squeezenet_10, "SqueezeNet 1.0"),
-    "sq_11": Architecture(squeezenet.squeezenet_11, "SqueezeNet 1.1"),
-    "sqnxt_1": Architecture(squeezenext.squeezenext23_10, "SqueezeNext-23 1.0x"),
-    "sqnxt_1v5": Architecture(squeezenext.squeezenext23_10_v5, "SqueezeNext-23 1.0x v5"),
-    "sqnxt_2": Architecture(squeezenext.squeezenext23_20, "SqueezeNext-23 2.0x"),
-    "sqnxt_2v5": Architecture(squeezenext.squeezenext23_20_v5, "SqueezeNext-23 2.0x v5"),
-    "mob_v2": Architecture(mobilenet_v2.mobilenet_v2, "MobileNetV2"),
-    "eff_b0": Architecture(efficientnet.efficientnet_b0, "EfficientNet-B0"),
-    "eff_b1": Architecture(efficientnet.efficientnet_b1, "EfficientNet-B1"),
-    "eff_b2": Architecture(efficientnet.efficientnet_b2, "EfficientNet-B2"),
-    "eff_b3": Architecture(efficientnet.efficientnet_b3, "EfficientNet-B3"),
-    "eff_b4": Architecture(efficientnet.efficientnet_b4, "EfficientNet-B4"),
-    "eff_b5": Architecture(efficientnet.efficientnet_b5, "EfficientNet-B5"),
-    "eff_b6": Architecture(efficientnet.efficientnet_b6, "EfficientNet-B6"),
-    "eff_b7": Architecture(efficientnet.efficientnet_b7, "EfficientNet-B7"),
-    "ghost": Architecture(ghostnet.ghostnet, "GhostNet 1.0x"),
-    "hard_39": Architecture(hardnet.hardnet39, "HarDNet-39"),
-    "hard_39dw": Architecture(hardnet.hardnet39ds, "HarDNet-39DS"),
-    "hard_68": Architecture(hardnet.hardnet68, "HarDNet-68"),
-    "hard_68dw": Architecture(hardnet.hardnet68ds, "HarDNet-68DS"),
-    "hard_85": Architecture(hardnet.hardnet85, "HarDNet-85"),
-    "hard_85dw": Architecture(hardnet.hardnet85ds, "HarDNet-85DS"),
-    "shuff_v2_x05": Architecture(shufflenet_v2.shufflenet_v2_x05, "ShuffleNetV2 x0.5"),
-    "shuff_v2_x10": Architecture(shufflenet_v2.shufflenet_v2_x10, "ShuffleNetV2 x1.0"),
-    "shuff_v2_x15": Architecture(shufflenet_v2.shufflenet_v2_x15, "ShuffleNetV2 x1.5"),
-    "shuff_v2_x20": Architecture(shufflenet_v2.shufflenet_v2_x20, "ShuffleNetV2 x2.0"),
+    "sq_10": Architecture(squeezenet.squeezenet_10, "SqueezeNet 1.0", "SqueezeNet_10"),
+    "sq_11": Architecture(squeezenet.squeezenet_11, "SqueezeNet 1.1", "SqueezeNet_11"),
+    "sqnxt_1": Architecture(
+        squeezenext.squeezenext23_10, "SqueezeNext-23 1.0x", "SqueezeNext23_10"
+    ),
+    "sqnxt_1v5": Architecture(
+        squeezenext.squeezenext23_10_v5, "SqueezeNext-23 1.0x v5", "SqueezeNext23_10_v5"
+    ),
+    "sqnxt_2": Architecture(
+        squeezenext.squeezenext23_20, "SqueezeNext-23 2.0x", "SqueezeNext23_20"
+    ),
+    "sqnxt_2v5": Architecture(
+        squeezenext.squeezenext23_20_v5, "SqueezeNext-23 2.0x v5", "SqueezeNext23_20_v5"
+    ),
+    "mob_v2": Architecture(mobilenet_v2.mobilenet_v2, "MobileNetV2", "MobileNet_v2"),
+    "eff_b0": Architecture(efficientnet.efficientnet_b0, "EfficientNet-B0", "EfficientNet_b0"),
+    "eff_b1": Architecture(efficientnet.efficientnet_b1, "EfficientNet-B1", "EfficientNet_b1"),
+    "eff_b2": Architecture(efficientnet.efficientnet_b2, "EfficientNet-B2", "EfficientNet_b2"),
+    "eff_b3": Architecture(efficientnet.efficientnet_b3, "EfficientNet-B3", "EfficientNet_b3"),
+    "eff_b4": Architecture(efficientnet.efficientnet_b4, "EfficientNet-B4", "EfficientNet_b4"),
+    "eff_b5": Architecture(efficientnet.efficientnet_b5, "EfficientNet-B5", "EfficientNet_b5"),
+    "eff_b6": Architecture(efficientnet.efficientnet_b6, "EfficientNet-B6", "EfficientNet_b6"),
+    "eff_b7": Architecture(efficientnet.efficientnet_b7, "EfficientNet-B7", "EfficientNet_b7"),
+    "ghost": Architecture(ghostnet.ghostnet, "GhostNet 1.0x", "GhostNet"),
+    "hard_39": Architecture(hardnet.hardnet39, "HarDNet-39", "HarDNet_39"),
+    "hard_39dw": Architecture(hardnet.hardnet39ds, "HarDNet-39DS", "HarDNet_39dw"),
+    "hard_68": Architecture(hardnet.hardnet68, "HarDNet-68", "HarDNet_68"),
+    "hard_68dw": Architecture(hardnet.hardnet68ds, "HarDNet-68DS", "HarDNet_68dw"),
+    "hard_85": Architecture(hardnet.hardnet85, "HarDNet-85", "HarDNet_85"),
+    "hard_85dw": Architecture(hardnet.hardnet85ds, "HarDNet-85DS", "HarDNet_85dw"),
+    "shuff_v2_x05": Architecture(
+        shufflenet_v2.shufflenet_v2_x05, "ShuffleNetV2 x0.5", "ShuffleNet_v2_x05"
+    ),
+    "shuff_v2_x10": Architecture(
+        shufflenet_v2.shufflenet_v2_x10, "ShuffleNetV2 x1.0", "ShuffleNet_v2_x10"
+    ),
+    "shuff_v2_x15": Architecture(
+        shufflenet_v2.shufflenet_v2_x15, "ShuffleNetV2 x1.5", "ShuffleNet_v2_x15"
+    ),
+    "shuff_v2_x20": Architecture(
+        shufflenet_v2.shufflenet_v2_x20, "ShuffleNetV2 x2.0", "ShuffleNet_v2_x20"
+    ),
 }
 
 # Every architecture option (config key) any architecture takes, first-seen order.

@@ -14,6 +14,7 @@ from PIL import Image
 import compare_experiments
 from utils.errors import UserError
 from workflows.runs.comparison import find_runs, run_comparison, table
+from workflows.runs.run_folder import RunFolder
 
 HEADER = "epoch,train_loss,train_acc,valid_loss,valid_acc,lr\n"
 
@@ -108,3 +109,27 @@ def test_a_report_folder_that_cannot_be_written_is_a_user_error(output, tmp_path
         with pytest.raises(UserError, match="cannot write the report to .*--out DIR"):
             run_comparison([str(output)], out=str(out))
     assert (tmp_path / "a_file").read_text() == "x"
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """A few hundred bytes of YAML that stand for 10**levels values once expanded."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_run_config_alias_bomb_is_skipped_with_a_note(output, tmp_path, capsys):
+    # issue 23 A.9: RunFolder.read_config used plain yaml.safe_load, and the comparison then
+    # walked the billion values (a hang, gigabytes of memory)
+    bomb = output / "ghost_20260101000002" / "config.yml"
+    bomb.write_text(_alias_bomb())
+    notes: list[str] = []
+    records = find_runs([output], notes)
+    assert [r.name for r in records] == ["ghost_20260101000001"]
+    (note,) = [n for n in notes if "ghost_20260101000002" in n]
+    assert "aliases" in note and "not a run folder" not in note
+    out = tmp_path / "report"
+    assert compare_experiments.main([str(output), "--out", str(out)]) == 0
+    assert "ghost_20260101000002" in (out / "summary.md").read_text()  # in the report's notes
+    assert RunFolder(bomb.parent).read_config() == {}  # evaluation: unknown settings, not a hang

@@ -301,3 +301,25 @@ def test_the_schedule_check_takes_any_torch_optimizer_and_warns_nothing(recwarn)
     config = load_config(TEMPLATE_PATH, ["optimizer=LBFGS", "optimizer_params={lr: 0.1}"])
     assert config.optimizer == "LBFGS"
     assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    ("typo", "hint"),
+    [
+        ("not_a_key", None),
+        ("foo", None),
+        ("batchsize", "batch_size"),
+        ("lr_shceduler", "lr_scheduler"),
+        ("log_to_mlfow", "log_to_mlflow"),
+        ("Seed", "seed"),
+    ],
+)
+def test_unknown_key_suggests_only_a_close_name(typo, hint):
+    # issue 23 C.6: 'not_a_key' was told "did you mean 'neptune_api_token'?"
+    with pytest.raises(UserError) as info:
+        load_config(TEMPLATE_PATH, [f"{typo}=1"])
+    message = str(info.value)
+    if hint is None:
+        assert "did you mean" not in message
+    else:
+        assert f"did you mean '{hint}'?" in message

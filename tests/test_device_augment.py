@@ -10,6 +10,7 @@ import torchvision.transforms as T
 from device_waits import DeviceWaits
 from scipy.stats import ks_2samp
 
+from configuration import TEMPLATE_PATH, load_config
 from datasets.device_augment import SUPPORTED, DeviceAugmenter, device_transform
 from datasets.preprocessing import Augmentation, Preprocessing
 from datasets.stanford_data_module import StanfordCarsDataModule
@@ -271,3 +272,28 @@ def test_color_jitter_leaves_out_the_steps_torchvision_leaves_out(ranges, steps)
     jitter = T.ColorJitter(**ranges)
     taken = [jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue]
     assert [i for i, value in enumerate(taken) if value is not None] == steps
+
+
+@pytest.mark.parametrize("augment_on", ["cpu", "device"])
+@pytest.mark.parametrize(
+    ("settings", "accepted"),
+    [
+        (["image_augmentations={Grayscale: {num_output_channels: 1}}"], False),
+        (["image_augmentations={Grayscale: {num_output_channels: 3}}"], True),
+        (["convert_to_grayscale=true", "image_augmentations={Grayscale: {}}"], True),
+        (
+            ["convert_to_grayscale=true", "image_augmentations={Grayscale: {num_output_channels: 3}}"],
+            False,
+        ),
+        (["image_augmentations={RandomErasing: {}}"], False),  # a tensor transform on the image
+    ],
+)
+def test_device_and_cpu_augmentation_accept_the_same_configs(augment_on, settings, accepted):
+    # issue 23 A.15: Grayscale(num_output_channels=1) in an RGB run trained with augment_on:
+    # device (Normalize broadcast it back to 3 channels) while augment_on: cpu refused it
+    overrides = ["image_size=[32,32]", "augment_images=true", f"augment_on={augment_on}"]
+    if accepted:
+        load_config(TEMPLATE_PATH, [*overrides, *settings])
+        return
+    with pytest.raises(UserError, match="image_augmentations' / 'tensor_augmentations'"):
+        load_config(TEMPLATE_PATH, [*overrides, *settings])

@@ -3,22 +3,32 @@ and the same tensors as the uncached path."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import multiprocessing
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import datasets.cache as cache_module
+import datasets.cache_build as cache_build
 from datasets.cache import open_or_build
 from datasets.preprocessing import Augmentation, Preprocessing
 from datasets.stanford_data import StanfordCarsDataset
 from datasets.stanford_data_module import StanfordCarsDataModule
 
+ROOT = Path(__file__).resolve().parent.parent
 PRE = Preprocessing(image_size=(24, 32), normalize=True, mean=(0.5,) * 3, std=(0.25,) * 3)
 
 
@@ -165,3 +175,112 @@ def test_processes_asking_at_once_build_the_cache_once(data, tmp_path, monkeypat
     assert not [name for name in _files(data) if name.endswith(".tmp")]
     reused = _build(data)  # valid: this process reads it without building
     assert len(builds.read_text().splitlines()) == 1 and reused.shape[0] > 0
+
+
+def test_cache_overwritten_with_zeros_of_the_same_size_is_rebuilt(data, caplog):
+    # issue 23 A.7: zeros over .cache/test-*.u8 were read, and training then failed with a NaN
+    # loss blamed on the learning rate
+    first = _build(data)
+    expected = np.array(first.array)
+    size = first.data_path.stat().st_size
+    first.data_path.write_bytes(bytes(size))
+    with caplog.at_level(logging.WARNING):
+        rebuilt = _build(data)
+    assert "damaged" in caplog.text and "rebuilt" in caplog.text
+    np.testing.assert_array_equal(np.array(rebuilt.array), expected)
+    caplog.clear()
+    _build(data)  # now whole again: read without a word
+    assert "damaged" not in caplog.text
+
+
+def test_image_replaced_with_same_size_and_old_mtime_builds_a_new_cache(data):
+    # issue 23 A.7: another image of the same byte size, given the old mtime, was not noticed
+    first = _build(data)
+    samples = StanfordCarsDataset(data, "test").samples
+    image, other = (data / "test" / s.fname for s in samples[:2])
+    stat = image.stat()
+    with Image.open(other) as replacement:  # another picture, re-encoded to the same size
+        content = _jpeg_of_size(replacement, stat.st_size)
+    image.write_bytes(content)
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (image.stat().st_size, image.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    second = _build(data)
+    assert second.data_path != first.data_path
+    assert not np.array_equal(np.array(second.array[0]), np.array(first.array[0]))
+
+
+def _jpeg_of_size(image, size: int) -> bytes:
+    """``image`` as a JPEG of exactly ``size`` bytes (padded after the end marker, which every
+    decoder ignores); the test picks a quality that fits."""
+    for quality in range(95, 5, -5):
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=quality)
+        if len(buffer.getvalue()) <= size:
+            return buffer.getvalue() + bytes(size - len(buffer.getvalue()))
+    raise AssertionError("no quality fits")
+
+
+def test_stale_temp_files_of_dead_processes_are_removed(data):
+    # issue 23 A.11: a build killed mid-way left a full-size temp file that no run removed
+    cache_dir = data / ".cache"
+    cache_dir.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = cache_dir / f".train-0123abcd.u8.{dead.pid}.tmp"  # the old name: pid only
+    stale_here = cache_dir / f".train-0123abcd.u8.{cache_build._HOST}.{dead.pid}.tmp"
+    running = cache_dir / f".train-4567.u8.{cache_build._HOST}.{os.getpid()}.tmp"
+    elsewhere = cache_dir / f".train-89ab.u8.othermachine.{dead.pid}.tmp"
+    for path in (stale, stale_here, running, elsewhere):
+        path.write_bytes(b"\0" * 1024)
+    _build(data)
+    left = {p.name for p in cache_dir.iterdir() if p.name.endswith(".tmp")}
+    assert left == {running.name, elsewhere.name}
+
+
+@pytest.mark.parametrize("whom", [pytest.param("process", marks=pytest.mark.slow), "group"])
+def test_sigterm_during_a_pool_build_leaves_no_temp_file_and_no_traceback(data, whom):
+    # issue 23 A.11: SIGTERM mid-build left .cache/.train-<key>.u8.<pid>.tmp (full size) and a
+    # ForkPoolWorker traceback
+    script = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        import datasets.cache as cache
+        import datasets.cache_build as build
+        from datasets.preprocessing import Preprocessing
+        from datasets.stanford_data import StanfordCarsDataset
+
+        slow = build.decode_resized
+        def decode(*args):
+            time.sleep(0.5)
+            return slow(*args)
+        build.decode_resized = decode
+        cache._POOL_MIN_IMAGES = 1
+        data = Path({str(data)!r})
+        pre = Preprocessing(image_size=(24, 32))
+        dataset = StanfordCarsDataset(data, "train", pre)
+        cache.open_or_build(dataset.image_dir, "train", dataset.samples, pre, data / ".cache",
+                            workers=2, progress=False)
+        print("built")
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list((data / ".cache").glob("*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the workers are decoding
+    if whom == "group":  # what timeout(1), systemd or a batch system's scancel send
+        os.killpg(child.pid, signal.SIGTERM)
+    else:
+        child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGTERM and "built" not in out
+    assert "Traceback" not in err, err
+    assert not list((data / ".cache").glob("*.tmp"))

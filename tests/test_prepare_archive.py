@@ -122,3 +122,13 @@ def test_cli_archive_path_in_process(tmp_path, capsys):
     assert str(target) in capsys.readouterr().out
     with tarfile.open(target) as tar:
         assert {n.split("/")[0] for n in tar.getnames()} == {"stanford"}
+
+
+def test_archive_path_with_a_trailing_slash_is_a_new_folder(tmp_path, capsys):
+    # issue 23 C.1: 'out/x/' (not there yet) was written as a gzip file named 'out/x'
+    raw = make_sample_raw(tmp_path / "raw", "extracted")
+    folder = tmp_path / "out" / "x"
+    args = ["--raw-dir", str(raw), "--out-dir", str(tmp_path / "prepared"), "--quiet"]
+    assert prepare_stanford_dataset.main([*args, "--archive", f"{folder}/"]) == 0
+    assert folder.is_dir() and tarfile.is_tarfile(folder / "stanford.tar.gz")
+    assert str(folder / "stanford.tar.gz") in capsys.readouterr().out

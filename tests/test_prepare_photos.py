@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,25 @@ def test_prepared_photos_have_the_marker_last(tmp_path):
     prepare_dataset(raw, out, progress=False)
     marker_time = (out / MARKER_NAME).stat().st_mtime_ns
     assert all(p.stat().st_mtime_ns <= marker_time for p in out.rglob("*") if p.is_file())
+
+
+def test_a_big_video_in_a_photo_folder_is_never_read_whole(tmp_path):
+    # issue 23 A.8: a 3 GB IMG_0001.MOV among the photos was read whole (peak RSS 3.9 GB) only
+    # to be reported as "not an image"; a sparse file of that kind costs no disk here
+    raw = make_photo_folder(tmp_path / "photos", per_class=2)
+    video = raw / "Audi A4" / "IMG_0001.MOV"
+    with video.open("wb") as handle:
+        handle.write(b"\x00\x00\x00\x14ftypqt  \x00\x00\x00\x00qt  ")  # QuickTime's header
+        handle.truncate(512 * 2**20)
+    tracemalloc.start()
+    try:
+        report = prepare_dataset(raw, tmp_path / "out", progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.details["not_images"] == ["Audi A4/IMG_0001.MOV"]
+    assert peak < 32 * 2**20, f"{peak / 2**20:.0f} MiB allocated for a 512 MiB non-image"
+    kept = sorted(p.name for p in (tmp_path / "out").rglob("*.jpg"))
+    assert len(kept) == 6 and (raw / "Audi A4" / "001.jpg").read_bytes() in {
+        p.read_bytes() for p in (tmp_path / "out").rglob("001*.jpg")
+    }  # a plain JPEG is still copied byte for byte

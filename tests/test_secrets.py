@@ -1,14 +1,23 @@
 """The Neptune token, from the config or from NEPTUNE_API_TOKEN, never lands in the console,
-a log file, the run's config.yml, a checkpoint, a tracker's store or a report."""
+a log file, the run's config.yml, a checkpoint, a tracker's store or a report; nor does the
+user name and password of a URL (an MLflow server's, a sweep's database)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from utils.errors import UserError
+from utils.text import without_credentials
+from workflows.sweep import study as sweep_study
+from workflows.training.run import run_training
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "nep-SECRET-0a1b2c3d4e5f-token"
@@ -58,3 +67,68 @@ def test_the_token_is_written_nowhere(tmp_path, prepared_data, way):
     )
     leaks = [p for p in written if TOKEN.encode() in p.read_bytes()]
     assert leaks == []
+
+
+URL_PASSWORD = "S3cretPw"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("http://alice:S3cretPw@127.0.0.1:5917", "http://127.0.0.1:5917"),
+        ("postgresql://alice:S3c@ret@db:1/sweeps", "postgresql://db:1/sweeps"),
+        ("failed: 'https://bob@h/api/x?a=b@c' (refused)", "failed: 'https://h/api/x?a=b@c' (refused)"),
+        ("sqlite:////data/a@b/mlflow.db", "sqlite:////data/a@b/mlflow.db"),
+        ("write to alice@example.com", "write to alice@example.com"),
+    ],
+)
+def test_url_credentials_are_removed_and_nothing_else(text, expected):
+    assert without_credentials(text) == expected
+
+
+def test_mlflow_url_password_is_not_written_or_logged(tmp_path, fast_config, caplog):
+    # issue 23 A.6: the password landed in <run>/config.yml (which MLflow keeps as the run's
+    # artifact) and, with the server down, in the log's warning
+    uri = f"http://alice:{URL_PASSWORD}@127.0.0.1:{_free_port()}"  # nothing listens there
+    config = fast_config(
+        "num_epochs=1", "image_size=[32,32]", "log_to_mlflow=true", f"mlflow_tracking_uri={uri}"
+    )
+    with caplog.at_level(logging.INFO):
+        result = run_training(config, progress_bar=False)
+    assert "MLflow tracker" in caplog.text and URL_PASSWORD not in caplog.text
+    saved = yaml.safe_load((result.run_dir / "config.yml").read_text())
+    assert saved["mlflow_tracking_uri"] == without_credentials(uri)
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and URL_PASSWORD.encode() in p.read_bytes()]
+    assert leaks == []
+
+
+def test_sweep_storage_password_is_not_echoed(tmp_path, fast_config, monkeypatch, caplog):
+    # issue 23 A.6: --sweep-storage 'postgresql://alice:S3cretPass@...' was echoed on stderr
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump(fast_config("num_epochs=1").to_public_dict()))
+    storage = f"postgresql://alice:{URL_PASSWORD}@127.0.0.1:1/sweeps"
+    monkeypatch.setattr(sweep_study.time, "sleep", lambda seconds: None)
+    with caplog.at_level(logging.INFO), pytest.raises(UserError) as info:
+        sweep_study.run_sweep(config, [], None, ["seed=1,2"], storage=storage)
+    assert "postgresql://127.0.0.1:1/sweeps" in str(info.value)
+    assert URL_PASSWORD not in str(info.value) + caplog.text
+    # a storage that opens: the sweep's log line and result name it without the password
+    local = f"sqlite:///{(tmp_path / 'sweeps.db').as_posix()}"
+
+    class LocalStorage(sweep_study.optuna.storages.RDBStorage):
+        def __init__(self, url, **kwargs):
+            super().__init__(local, **kwargs)
+
+    monkeypatch.setattr(sweep_study.optuna.storages, "RDBStorage", LocalStorage)
+    monkeypatch.setattr(sweep_study, "_waiting", lambda study: False)  # open it, train nothing
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        result = sweep_study.run_sweep(config, [], None, ["seed=1,2"], storage=storage)
+    assert result.storage == "postgresql://127.0.0.1:1/sweeps"
+    assert "postgresql://127.0.0.1:1/sweeps" in caplog.text and URL_PASSWORD not in caplog.text

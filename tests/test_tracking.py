@@ -129,7 +129,7 @@ def test_every_tracker_gets_the_run_and_no_file_holds_the_token(
     (mlrun,) = client.search_runs([experiment.experiment_id])
     assert mlrun.info.run_name == run_dir.name and mlrun.info.status == "FINISHED"
     assert set(THESIS_PARAMS) <= set(mlrun.data.params)
-    assert mlrun.data.params["architecture"] == "ghost"
+    assert mlrun.data.params["architecture"] == "GhostNet"
     assert mlrun.data.params["img_size"] == "[64, 64]"
     assert mlrun.data.params["norm_params_gray"] == "None"
     for key in METRICS:
@@ -154,7 +154,7 @@ def test_every_tracker_gets_the_run_and_no_file_holds_the_token(
 
     # Neptune offline: in the run folder, for a later `neptune sync`
     params, series = _neptune_series(run_dir)
-    assert set(THESIS_PARAMS) <= set(params) and params["architecture"] == "ghost"
+    assert set(THESIS_PARAMS) <= set(params) and params["architecture"] == "GhostNet"
     for key in METRICS:
         assert sorted(series[key]) == [0, 1], key
 

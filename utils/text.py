@@ -62,3 +62,14 @@ def mask(text: str, secrets: Iterable[str]) -> str:
         if secret:
             text = text.replace(secret, MASK)
     return text
+
+
+# scheme://user:password@host: the user-information part of a URL, up to the last "@" before
+# the path (a password may hold an unescaped "@"); text around the URL is left alone.
+_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#'\"<>@]*(?:@[^\s/?#'\"<>@]*)*@")
+
+
+def without_credentials(text: str) -> str:
+    """``text`` (a URL, or a message, log line or file holding URLs) with the user name and
+    password of every URL removed: ``http://alice:pw@host:5000`` -> ``http://host:5000``."""
+    return _URL_USERINFO.sub(r"\1", str(text))

@@ -42,11 +42,13 @@ def write_colab_archive(
     prepared_dir: str | Path, archive_path: str | Path = DEFAULT_ARCHIVE
 ) -> Path:
     """Pack ``prepared_dir`` as ``archive_path`` (a .tar.gz with one top-level ``stanford/``
-    folder, whatever the prepared folder is called; a folder gets ``stanford.tar.gz`` in it);
-    written beside, then renamed into place."""
+    folder, whatever the prepared folder is called; a folder, or a path ending in ``/``, gets
+    ``stanford.tar.gz`` in it); written beside, then renamed into place."""
     entries = archive_entries(prepared_dir)
+    # A trailing slash says "a folder" also when it does not exist yet (Path drops the slash).
+    as_folder = str(archive_path).endswith(tuple(filter(None, ("/", os.sep, os.altsep))))
     archive_path = Path(archive_path)
-    if archive_path.is_dir():  # a folder to put it in
+    if as_folder or archive_path.is_dir():  # a folder to put it in
         archive_path = archive_path / DEFAULT_ARCHIVE.name
     try:
         archive_path.parent.mkdir(parents=True, exist_ok=True)

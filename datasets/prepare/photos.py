@@ -19,6 +19,7 @@ import io
 import logging
 import os
 import random
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -233,21 +234,16 @@ def _empty_classes(layout: Layout, by_class: dict) -> list[str]:
 
 # ---- decoding, straightening, converting ------------------------------------------------------
 def _stage(photo: PhotoFile, staging: Path, taken: set[str], result: PhotoDataset) -> Staged | None:
-    """Decode one file; write it (unchanged, or straightened and as JPEG) to ``staging``."""
+    """Decode one file; write it (unchanged, or straightened and as JPEG) to ``staging``. The
+    file is identified by its header, so a non-image (a 3 GB video) is never read whole."""
     suffix = photo.path.suffix.lower()
     try:
-        data = photo.path.read_bytes()
-    except OSError as err:
-        result.broken.append(photo.rel)
-        logger.debug("unreadable file %s: %s", photo.rel, err)
-        return None
-    try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(photo.path) as image:  # reads the header; the pixels when loaded
             image.load()
             rotated = _orientation(image) in range(2, 9)  # 1 is upright, others are not EXIF's
             unchanged = image.format == "JPEG" and image.mode in _KEPT_MODES and not rotated
             if unchanged:
-                size = image.size
+                data, size = None, image.size
                 out_suffix = suffix if suffix in (".jpg", ".jpeg") else ".jpg"
             else:
                 fixed = _plain(ImageOps.exif_transpose(image))
@@ -270,6 +266,10 @@ def _stage(photo: PhotoFile, staging: Path, taken: set[str], result: PhotoDatase
         else:
             result.details["not_images"].append(photo.rel)
         return None
+    except OSError as err:  # the file itself could not be read
+        result.broken.append(photo.rel)
+        logger.debug("unreadable file %s: %s", photo.rel, err)
+        return None
     except Exception as err:  # any decoder failure means the image is unusable
         result.broken.append(photo.rel)
         logger.debug("broken image %s: %s: %s", photo.rel, type(err).__name__, err)
@@ -281,7 +281,10 @@ def _stage(photo: PhotoFile, staging: Path, taken: set[str], result: PhotoDatase
     if name != photo.path.name:
         result.details["renamed"].append(f"{photo.rel} -> {name}")
     try:
-        (staging / name).write_bytes(data)
+        if data is None:  # a JPEG kept byte for byte: copied in blocks, never held whole
+            shutil.copyfile(photo.path, staging / name)
+        else:
+            (staging / name).write_bytes(data)
     except OSError as err:
         raise UserError(
             f"Could not write {staging / name} ({err}). Free some disk space or choose another "

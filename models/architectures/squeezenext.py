@@ -1,22 +1,23 @@
 """SqueezeNext-23 (Gholami et al., CVPR-W 2018, "SqueezeNext: Hardware-Aware Neural Network
-Design"), 1.0x and 2.0x wide, with the paper's v1 and v5 block arrangements.
+Design"), 1.0x and 2.0x wide, in the paper's v1 and v5 block arrangements, built as the thesis's
+code built it (its `models/architectures/squeezenext.py`).
 
-Layout (paper figure 3 / table 2):
-  7x7 conv, 64*w filters, stride 2 -> 3x3 max pool, stride 2
+Layout:
+  7x7 conv (stride 2, no padding) + BN + ReLU -> 2x2 max pool
   -> four stages of SqueezeNext blocks with 32*w, 64*w, 128*w, 256*w output channels
      (the first block of stages 2-4 downsamples with stride 2 in its first 1x1 conv)
-  -> 1x1 conv to 128*w channels -> global average pool -> fully connected layer.
+  -> 1x1 conv to 128*w channels + BN + ReLU -> 4x4 average pool -> fully connected layer.
 23 layers = 1 (stem) + 21 blocks + 1 (final 1x1 conv).
-  v1: [6, 6, 8, 1] blocks per stage;  v5: [2, 4, 14, 1] (fewer blocks early, where feature maps
-  are large, for better hardware utilisation).
+  v1: [6, 6, 8, 1] blocks per stage;  v5: [2, 4, 14, 1].
 
-Block: a two-stage 1x1 bottleneck (each halving the channels), a separable 3x3 (a 3x1 then a
-1x3 conv), a 1x1 expansion, plus a skip connection (a 1x1 projection when the shape changes).
-Every convolution is followed by BatchNorm and ReLU. Like the Caffe original the convolutions
-carry a bias.
+Block: a two-stage 1x1 bottleneck, a 1x3 then a 3x1 convolution, a 1x1 expansion, each with BN
+and ReLU; the ReLU'd shortcut (a 1x1 projection + BN when the shape changes) is added and the
+sum goes through a ReLU. Every convolution carries a bias, and every layer keeps PyTorch's
+default initialization, as in the thesis's code.
 
-The paper's network needs inputs of at least 227x227 with a fixed 7x7 final pooling; this one
-pools adaptively, so smaller inputs also run.
+The fixed 4x4 average pool leaves the 1x1 map the classifier needs only when the last feature
+map is 4 to 7 pixels high and wide: inputs from 105 to 232 pixels a side (227x227, the thesis's
+size, gives 7x7). Other sizes raise a ValueError naming that range.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from functools import partial
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from models.architectures._common import check_positive, init_conv_bn_
+from models.architectures._common import check_positive
 
 __all__ = [
+    "INPUT_RANGE",
     "SQUEEZENEXT_BLOCKS",
     "SqueezeNext",
     "SqueezeNextBlock",
@@ -42,7 +45,10 @@ __all__ = [
 STEM_CHANNELS = 64
 STAGE_CHANNELS = (32, 64, 128, 256)
 FINAL_CHANNELS = 128
+FINAL_POOL = 4
 SQUEEZENEXT_BLOCKS = {"v1": (6, 6, 8, 1), "v5": (2, 4, 14, 1)}
+# Smallest and largest input side whose last feature map the 4x4 pool turns into 1x1.
+INPUT_RANGE = (105, 232)
 
 
 def _conv_bn_relu(
@@ -60,7 +66,7 @@ def _conv_bn_relu(
 
 
 class SqueezeNextBlock(nn.Module):
-    """1x1 squeeze -> 1x1 squeeze -> 3x1 -> 1x3 -> 1x1 expand, added to the shortcut."""
+    """1x1 squeeze -> 1x1 squeeze -> 1x3 -> 3x1 -> 1x1 expand, plus the ReLU'd shortcut."""
 
     def __init__(self, inp: int, oup: int, stride: int):
         super().__init__()
@@ -73,8 +79,8 @@ class SqueezeNextBlock(nn.Module):
         self.body = nn.Sequential(
             _conv_bn_relu(inp, reduced, 1, stride),
             _conv_bn_relu(reduced, reduced // 2, 1),
-            _conv_bn_relu(reduced // 2, reduced, (3, 1), padding=(1, 0)),
-            _conv_bn_relu(reduced, reduced, (1, 3), padding=(0, 1)),
+            _conv_bn_relu(reduced // 2, reduced, (1, 3), padding=(0, 1)),
+            _conv_bn_relu(reduced, reduced, (3, 1), padding=(1, 0)),
             _conv_bn_relu(reduced, oup, 1),
         )
         if stride == 1 and inp == oup:
@@ -84,10 +90,9 @@ class SqueezeNextBlock(nn.Module):
                 nn.Conv2d(inp, oup, 1, stride, bias=True),
                 nn.BatchNorm2d(oup),
             )
-        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.body(x) + self.shortcut(x))
+        return F.relu(self.body(x) + F.relu(self.shortcut(x)))
 
 
 class SqueezeNext(nn.Module):
@@ -106,7 +111,7 @@ class SqueezeNext(nn.Module):
         channels = int(STEM_CHANNELS * width)
         self.stem = nn.Sequential(
             _conv_bn_relu(img_channels, channels, 7, 2),
-            nn.MaxPool2d(3, 2, ceil_mode=True),
+            nn.MaxPool2d(2),
         )
         stages = []
         for stage, (n_blocks, stage_channels) in enumerate(zip(blocks, STAGE_CHANNELS)):
@@ -120,14 +125,21 @@ class SqueezeNext(nn.Module):
         self.stages = nn.Sequential(*stages)
         final = int(FINAL_CHANNELS * width)
         self.final_conv = _conv_bn_relu(channels, final, 1)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AvgPool2d(FINAL_POOL)
         self.fc = nn.Linear(final, num_classes)
-        init_conv_bn_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(x))
-        x = self.pool(self.final_conv(x))
-        return self.fc(torch.flatten(x, 1))
+        size = tuple(x.shape[-2:])
+        x = self.final_conv(self.stages(self.stem(x)))
+        # The original's pool is fixed, so only one input range leaves a 1x1 map to classify.
+        if min(x.shape[-2:]) < FINAL_POOL or max(x.shape[-2:]) >= 2 * FINAL_POOL:
+            low, high = INPUT_RANGE
+            raise ValueError(
+                f"SqueezeNext takes images from {low}x{low} to {high}x{high} pixels (its last "
+                f"feature map must be {FINAL_POOL} to {2 * FINAL_POOL - 1} pixels a side for the "
+                f"{FINAL_POOL}x{FINAL_POOL} average pool); got {size[0]}x{size[1]}"
+            )
+        return self.fc(torch.flatten(self.pool(x), 1))
 
 
 def squeezenext23(

@@ -118,23 +118,34 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
     return rows
 
 
-def load_run(folder: Path) -> RunRecord | None:
-    """The run in ``folder``; None when it holds no ``metrics.csv`` (not a run)."""
+def load_run(folder: Path, notes: list[str] | None = None) -> RunRecord | None:
+    """The run in ``folder``; None when it holds no ``metrics.csv`` (not a run), or when its
+    metrics.csv or config.yml (past the config loader's limits, e.g. an alias bomb) cannot be
+    read: a note in ``notes`` then says why (a warning when no list is given)."""
     run = RunFolder(folder)
     if not run.metrics_csv.is_file():
         return None
     try:
         rows = read_metrics(run.metrics_csv)
+        config = run.checked_config()
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        log.warning("skipping '%s': its metrics.csv cannot be read (%s)", folder, err)
-        return None
+        return _skipped(f"skipped '{folder}': its metrics.csv cannot be read ({err})", notes)
+    except UserError as err:
+        return _skipped(f"skipped '{folder}': {err}", notes)
     summary = None
     if run.summary_json.is_file():
         try:
             summary = _read_json(run.summary_json)
         except ValueError:
             summary = None
-    return RunRecord(path=run.path, config=run.read_config(), rows=rows, summary=summary)
+    return RunRecord(path=run.path, config=config, rows=rows, summary=summary)
+
+
+def _skipped(note: str, notes: list[str] | None) -> None:
+    if notes is None:
+        log.warning("%s", note)
+    else:
+        notes.append(note)
 
 
 def find_runs(paths: list[Path], notes: list[str] | None = None) -> list[RunRecord]:
@@ -144,19 +155,21 @@ def find_runs(paths: list[Path], notes: list[str] | None = None) -> list[RunReco
     found: dict[Path, RunRecord] = {}
     for path in paths:
         path = Path(path)
-        record = load_run(path) if path.is_dir() else None
-        if record is not None:
-            found[record.path.resolve()] = record
+        if RunFolder(path).metrics_csv.is_file():
+            record = load_run(path, notes)
+            if record is not None:
+                found[record.path.resolve()] = record
             continue
         if not path.is_dir():
             notes.append(f"skipped '{path}': not a folder")
             continue
         children = 0
         for child in sorted(p for p in path.iterdir() if p.is_dir()):
-            child_record = load_run(child)
-            if child_record is not None:
-                found[child_record.path.resolve()] = child_record
+            if RunFolder(child).metrics_csv.is_file():
                 children += 1
+                child_record = load_run(child, notes)
+                if child_record is not None:
+                    found[child_record.path.resolve()] = child_record
             elif child.name not in _KNOWN_NON_RUNS and not child.name.startswith("."):
                 notes.append(f"skipped '{child}': not a run folder (no metrics.csv)")
         if not children:

@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from configuration import read_yaml_file
 from utils.errors import UserError
 from utils.files import write_json_atomic, write_yaml_atomic
 from utils.hardware import external_launch_id, is_first_process
@@ -269,15 +268,26 @@ class RunFolder:
         write_json_atomic(self.summary_json, summary)
 
     def read_config(self) -> dict[str, Any]:
-        """The run's ``config.yml`` as a plain mapping; ``{}`` when missing or unreadable."""
+        """The run's ``config.yml`` as a plain mapping; ``{}`` (and a warning) when missing or
+        unreadable."""
+        try:
+            return self.checked_config()
+        except UserError as err:
+            log.warning("ignoring the run's config: %s", err)
+            return {}
+
+    def checked_config(self) -> dict[str, Any]:
+        """The run's ``config.yml`` as a plain mapping, ``{}`` when there is none; a UserError
+        when it cannot be read, through the config loader's limits (size, alias expansion)."""
         if not self.config_yml.is_file():
             return {}
-        try:
-            raw = yaml.safe_load(self.config_yml.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-            log.warning("ignoring the run's config '%s': %s", self.config_yml, err)
-            return {}
-        return raw if isinstance(raw, dict) else {}
+        raw = read_yaml_file(self.config_yml, f"the run's config '{self.config_yml}'")
+        if raw is not None and not isinstance(raw, dict):
+            raise UserError(
+                f"the run's config '{self.config_yml}' is a {type(raw).__name__}, not a mapping "
+                "of keys to values; the run's settings are unknown."
+            )
+        return raw or {}
 
     # ---- resume: the tracker runs this run logs to --------------------------------------------
     def read_trackers(self) -> dict[str, dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from configuration import Config
-from configuration.loading import ConfigLoader
+from configuration.loading import ConfigLoader, read_yaml
 from utils.errors import UserError
 from workflows.runs.comparison import NOT_SETTINGS
 
@@ -65,10 +65,7 @@ def parse_axes(specs: list[str]) -> list[Axis]:
             continue
         values = []
         for item in _split_top_level(text):
-            try:
-                values.append(yaml.load(item, Loader=ConfigLoader))
-            except yaml.YAMLError as err:
-                raise UserError(f"--sweep '{spec}': '{item}' is not valid YAML ({err}).") from None
+            values.append(read_yaml(item, f"--sweep '{spec}': '{item}'"))  # aliases bounded
         if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
             raise UserError(f"--sweep '{spec}' lists a value twice; list each value once.")
         axes.append(Axis(key, values=tuple(values)))

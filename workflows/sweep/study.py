@@ -21,7 +21,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import optuna
 import pytorch_lightning as pl
@@ -31,6 +30,7 @@ from configuration import Config, load_config
 from datasets.labels import SPLITS, labels_csv
 from utils.errors import UserError
 from utils.hardware import external_launch_id
+from utils.text import without_credentials
 from workflows.sweep.axes import Axis, parse_axes, sweep_name
 from workflows.sweep.signals import SweepSignals, SweepStopped
 from workflows.sweep.table import COMBINATION, ERROR, RUN_DIR, SKIPPED, params_key, sweep_report
@@ -107,7 +107,7 @@ def run_sweep(
     with SweepSignals() as signals:
         study = _open_study(name, url, search)
         size = trials if search else len(list(itertools.product(*(a.choices for a in axes))))
-        result = SweepResult(name=name, storage=shown_url(url), size=size)
+        result = SweepResult(name=name, storage=without_credentials(url), size=size)
         log.info("sweep %s in %s", name, result.storage)
         run = (name, config_path, overrides, data_path, progress_bar)
         try:
@@ -190,7 +190,7 @@ def _open_study(name: str, url: str, search: bool) -> optuna.Study:
             break
         except ImportError as err:  # SQLAlchemy imports the database's driver first
             raise UserError(
-                f"--sweep-storage '{shown_url(url)}' needs a database driver that is not "
+                f"--sweep-storage '{without_credentials(url)}' needs a database driver that is not "
                 f"installed ({err}). For PostgreSQL: pip install -r postgres_requirements.txt "
                 "(psycopg[binary]); for another database, its SQLAlchemy driver."
             ) from None
@@ -202,10 +202,11 @@ def _open_study(name: str, url: str, search: bool) -> optuna.Study:
                 continue
             detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
             raise UserError(
-                f"--sweep-storage '{shown_url(url)}' cannot be opened ({type(err).__name__}: "
-                f"{detail}). Give a database URL Optuna supports (sqlite:///path.db, "
-                "postgresql://user:password@host/db, mysql://...) that this machine can reach, "
-                "with the right user and password, and its driver installed."
+                f"--sweep-storage '{without_credentials(url)}' cannot be opened "
+                f"({type(err).__name__}: {without_credentials(detail)}). Give a database URL "
+                "Optuna supports (sqlite:///path.db, postgresql://user:password@host/db, "
+                "mysql://...) that this machine can reach, with the right user and password, and "
+                "its driver installed."
             ) from None
     return optuna.create_study(
         study_name=name,
@@ -226,15 +227,6 @@ def _heartbeat_s() -> int:
     if not text.isdigit() or int(text) < 1:
         raise UserError(f"{HEARTBEAT_ENV}={text!r}: give a whole number of seconds, 1 or more.")
     return int(text)
-
-
-def shown_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.netloc.rpartition("@")[0].partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}"))
 
 
 def data_identity(data_path: str | Path) -> str:

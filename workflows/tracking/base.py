@@ -12,6 +12,7 @@ from typing import Any
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from utils.text import without_credentials
 from workflows.runs.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class Tracker(Logger):
         return False
 
     def _redact(self, text: str) -> str:
+        text = without_credentials(text)  # a URL's password, e.g. in the server's address
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text

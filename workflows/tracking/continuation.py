@@ -19,7 +19,8 @@ import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+from utils.text import without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,7 @@ _TAG_CHARS = 5000
 
 def public_uri(uri: str) -> str:
     """``uri`` without a user name or password (``http://user:pass@host`` -> ``http://host``)."""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return without_credentials(uri)
 
 
 # ---- MLflow --------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from typing import Any
 from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger
 
 from configuration import Config
+from models.arch_dict import ARCHITECTURES
+from utils.text import without_credentials
 from workflows.runs.comparison import load_run, plot_learning_curves
 from workflows.runs.run_folder import RunFolder
 from workflows.tracking.base import END_TIMEOUT_S, Tracker
@@ -55,8 +57,10 @@ _SUMMARY_METRICS = (
 
 
 def thesis_params(config: Config, num_params: int, runtime: str) -> dict[str, Any]:
-    """The parameters the thesis sent to its tracker, under its names; a setting that is off
-    is None, as the original logged it. Never holds a secret."""
+    """The parameters the thesis sent to its tracker, under its names and with its values: the
+    architecture by the original's builder name (``GhostNet`` for ``ghost``), a weight decay
+    not set as 0.0 (whatever the optimizer's own default), any other setting that is off as
+    None. Never holds a secret."""
     optimizer_params = dict(config.optimizer_params or {})
     normalize_rgb = config.normalize and not config.convert_to_grayscale
     normalize_gray = config.normalize and config.convert_to_grayscale
@@ -66,7 +70,7 @@ def thesis_params(config: Config, num_params: int, runtime: str) -> dict[str, An
 
     return {
         "runtime": runtime,
-        "architecture": config.architecture,
+        "architecture": ARCHITECTURES[config.architecture].original_name,
         "num_params": num_params,
         "img_size": list(config.image_size),
         "grayscale": config.convert_to_grayscale,
@@ -87,7 +91,7 @@ def thesis_params(config: Config, num_params: int, runtime: str) -> dict[str, An
         "loss_params": config.loss_params or None,
         "optimizer": config.optimizer,
         "learning_rate": optimizer_params.get("lr"),
-        "weight_decay": optimizer_params.get("weight_decay"),
+        "weight_decay": optimizer_params.get("weight_decay") or 0.0,
         "all_optimizer_params": optimizer_params or None,
         "lr_scheduler": config.lr_scheduler,
         "lr_scheduler_params": (config.lr_scheduler_params or None)
@@ -124,7 +128,7 @@ class MlflowTracker(Tracker):
         super().__init__()
         self.uri = mlflow_uri(config)
         self.fix = (
-            f"Check mlflow_tracking_uri ('{self.uri}'): start the server or point it at a "
+            f"Check mlflow_tracking_uri ('{without_credentials(self.uri)}'): start the server or point it at a "
             "reachable one, or set log_to_mlflow: False."
         )
         if self.uri.startswith(("http://", "https://")):
