@@ -138,21 +138,28 @@ def sweep_main(args: argparse.Namespace) -> int:
         progress_bar=not args.no_progress,
     )
     print(f"Sweep {result.name} ({result.storage}): {result.trained} run(s) trained here")
+    if not (result.trained or result.failed or result.stopped or result.gave_up):
+        what = "trials" if args.trials is not None else "combinations"
+        print(f"All {result.size} {what} of this sweep are already done; its table:")
     print(result.table, end="")
     if result.report:
         print(f"Report: {shown_path(result.report['summary.md'].parent)}")
     if result.stopped:
-        print("Stopped; run the same command again to go on where it stopped.")
-        return 130
-    if result.failed and not result.trained:
         print(
-            f"error: all {result.failed} run(s) of the sweep failed; the table says why. Fix "
-            "that and run the same command again (finished runs are not trained twice).",
+            f"stopped by {result.stopped.signal_name}; run the same command again to go on "
+            "where it stopped (the run it was on is trained again).",
+            file=sys.stderr,
+        )
+        return result.stopped.exit_code
+    if result.gave_up or (result.failed and not result.trained):
+        why = result.gave_up or f"all {result.failed} run(s) of the sweep failed"
+        print(
+            f"error: {why}; the table says why. Fix that and run the same command again "
+            "(finished runs are not trained twice).",
             file=sys.stderr,
         )
         return 2
     return 0
-
 
 if __name__ == "__main__":
     run_cli(main)
