@@ -15,7 +15,7 @@ $(VENV)/.installed: prod_requirements.txt dev_requirements.txt postgres_requirem
 
 venv: $(VENV)/.installed
 
-# CI's command: everything but the longer end-to-end runs (target: at most 4 minutes on 2 cores).
+# The quick check: everything but the longer end-to-end runs (target: at most 4 minutes on 2 cores).
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports

@@ -16,6 +16,7 @@ from PIL import Image
 
 import compare_experiments
 from utils.errors import UserError
+from utils.plotting import pyplot
 from workflows.runs import figures
 from workflows.runs.comparison import find_runs, run_comparison, select
 from workflows.runs.differences import mark_best
@@ -302,7 +303,7 @@ def test_figures_keep_the_legend_off_the_axes(thesis_runs, count):
     ):
         share, overlaps, inside = _geometry(fig)
         labels = [t.get_text() for t in fig.legends[0].get_texts()]
-        figures.plt.close(fig)
+        pyplot().close(fig)
         assert not overlaps and inside, count
         assert share > 0.6, (count, share)
         if count > figures.COLOURED:
@@ -316,6 +317,6 @@ def test_lr_goes_on_a_log_axis_only_when_it_spans_more_than_10x(thesis_runs, tmp
     stepped = figures.plot_lr([by_id["C-50"]])
     assert constant.axes[0].get_yscale() == "linear" and constant.axes[0].get_ylim()[0] == 0
     assert stepped.axes[0].get_yscale() == "log"
-    figures.plt.close("all")
+    pyplot().close("all")
     curves = figures.plot_learning_curves(by_id["C-50"], tmp_path / "learning_curves.png")
     assert curves.is_file() and by_id["C-50"].best_epoch == 114
