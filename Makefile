@@ -7,7 +7,7 @@ DEMO_DIR := demo
 .PHONY: demo test test-all lint venv clean-demo
 
 # The stamp is rebuilt when a requirements file changes.
-$(VENV)/.installed: prod_requirements.txt dev_requirements.txt
+$(VENV)/.installed: prod_requirements.txt dev_requirements.txt postgres_requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r dev_requirements.txt
@@ -15,14 +15,15 @@ $(VENV)/.installed: prod_requirements.txt dev_requirements.txt
 
 venv: $(VENV)/.installed
 
-# CI's command: everything but the longer end-to-end runs (about 7 minutes on 2 cores).
+# The quick check: everything but the longer end-to-end runs (target: at most 4 minutes on 2 cores).
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not slow"
 
-# Also the @pytest.mark.slow runs: kills and resumes, DDP, notebooks, an MLflow server
-# (about 13 minutes on 2 cores).
+# CI's command, the full check: also the @pytest.mark.slow runs (kills and resumes, DDP on one
+# and on two nodes, the notebooks, sweeps on PostgreSQL, MLflow servers), which start their
+# own servers (PostgreSQL, MLflow) and stop them.
 test-all: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports

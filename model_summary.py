@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 
 from configuration import DEFAULT_CONFIG, TEMPLATE_PATH, load_config
-from configuration.checks import MAX_IMAGE_SIDE
-from models.arch_dict import ARCH_OPTIONS, ARCHITECTURES, architecture_options
-from models.model_report import format_table, summarize
+from models.arch_dict import ARCH_OPTIONS, ARCHITECTURES, architecture_options, options_in_words
+from models.network_costs import format_table, summarize
 from utils.cli import add_set_argument, path_text
 from utils.errors import UserError, run_cli
+from utils.image_spec import MAX_IMAGE_SIDE
 
 # Both spellings name one setting; an override must win over either one in the file.
 _OUT_CHANNELS_KEYS = ("out_channels", "output_channels")
@@ -133,20 +133,9 @@ def _reject_options_that_do_not_apply(names: list[str], overrides: list[str]) ->
         )
         if unused:
             raise UserError(
-                f"--set {', '.join(unused)} does not apply to '{name}' (only {_takers()}). "
+                f"--set {', '.join(unused)} does not apply to '{name}' (only {options_in_words()}). "
                 "Remove it, or use --all to apply it where it fits."
             )
-
-
-def _takers() -> str:
-    """Which architectures take which options, e.g. "ghost takes dropout and width_mult"."""
-    return "; ".join(
-        f"{name} takes {_and(arch.options)}" for name, arch in ARCHITECTURES.items() if arch.options
-    )
-
-
-def _and(items: tuple[str, ...]) -> str:
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 if __name__ == "__main__":

@@ -16,11 +16,10 @@ from utils.cli import add_set_argument, path_text
 from utils.errors import UserError, run_cli
 from utils.logger import setup_logging
 from utils.text import shown_path
-from workflows.inference.reports import run_summary_line
-from workflows.sweep.study import run_sweep
-from workflows.training.interruptions import resume_hint
-from workflows.training.resume import load_resume_config
-from workflows.training.run import run_training
+
+# The workflows (Lightning, the trackers, Optuna) are imported in the functions below, once the
+# config has validated: a config mistake is then reported in about the time of importing torch
+# (benchmarks/startup.py), and Optuna is imported for a sweep only.
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -89,13 +88,19 @@ def main(argv=None) -> int:
     if args.sweep or args.trials is not None or args.sweep_storage:
         return sweep_main(args)
     resume = None
-    if args.resume is not None:
+    if args.resume is not None:  # the run folder tells which config to load
+        from workflows.training.resume import load_resume_config
+
         config, resume = load_resume_config(
             args.resume, args.config, args.overrides, args.data_path
         )
     else:
         config = load_config(args.config, args.overrides, args.data_path)
     setup_logging(config.logging_dir, config.loglevel)
+    from workflows.inference.evaluation_files import run_summary_line
+    from workflows.training.interruptions import resume_hint
+    from workflows.training.run import run_training
+
     result = run_training(config, progress_bar=not args.no_progress, resume=resume)
     if not result.is_main:  # another process of a multi-GPU run: the first one reports
         return 0
@@ -121,6 +126,8 @@ def sweep_main(args: argparse.Namespace) -> int:
         raise UserError("--resume continues one run; run the --sweep command again instead.")
     config = load_config(args.config, args.overrides, args.data_path)
     setup_logging(config.logging_dir, config.loglevel)
+    from workflows.sweep.study import run_sweep
+
     result = run_sweep(
         args.config,
         args.overrides,
@@ -131,21 +138,28 @@ def sweep_main(args: argparse.Namespace) -> int:
         progress_bar=not args.no_progress,
     )
     print(f"Sweep {result.name} ({result.storage}): {result.trained} run(s) trained here")
+    if not (result.trained or result.failed or result.stopped or result.gave_up):
+        what = "trials" if args.trials is not None else "combinations"
+        print(f"All {result.size} {what} of this sweep are already done; its table:")
     print(result.table, end="")
     if result.report:
         print(f"Report: {shown_path(result.report['summary.md'].parent)}")
     if result.stopped:
-        print("Stopped; run the same command again to go on where it stopped.")
-        return 130
-    if result.failed and not result.trained:
         print(
-            f"error: all {result.failed} run(s) of the sweep failed; the table says why. Fix "
-            "that and run the same command again (finished runs are not trained twice).",
+            f"stopped by {result.stopped.signal_name}; run the same command again to go on "
+            "where it stopped (the run it was on is trained again).",
+            file=sys.stderr,
+        )
+        return result.stopped.exit_code
+    if result.gave_up or (result.failed and not result.trained):
+        why = result.gave_up or f"all {result.failed} run(s) of the sweep failed"
+        print(
+            f"error: {why}; the table says why. Fix that and run the same command again "
+            "(finished runs are not trained twice).",
             file=sys.stderr,
         )
         return 2
     return 0
-
 
 if __name__ == "__main__":
     run_cli(main)

@@ -13,8 +13,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from configuration.checks import ConfigProblems
 from configuration.schema import REDACTED, SECRET_KEYS, Config
-from models.arch_dict import ARCHITECTURES, architecture_options
+from models.arch_dict import takers
 from utils.errors import UserError
 from utils.names import NameError_, closest
 from utils.text import clip, mask, secret_values, short
@@ -151,6 +152,20 @@ def _load_text(text: str, path: Path, overrides, data_path: str | None) -> Confi
     return validate_config(raw, source=str(path), set_keys=set_keys)
 
 
+def configured_output_path(path: str | Path | None = None) -> str | None:
+    """Where runs go for a command that needs only that: ``output_path`` of ``path`` when
+    given (its problems are a ``UserError``), else of ./config.yml when that loads (a broken
+    one is no reason to refuse such a command), else None (the caller's default)."""
+    if path is not None:
+        return load_config(path).output_path
+    if Path(DEFAULT_CONFIG).is_file():
+        try:
+            return load_config(DEFAULT_CONFIG).output_path
+        except UserError:
+            pass
+    return None
+
+
 def apply_overrides(raw: dict, overrides) -> dict:
     """Apply ``KEY=VALUE`` strings (value parsed as YAML, dotted keys reach into mappings)."""
     raw = copy.deepcopy(raw)
@@ -216,18 +231,9 @@ def validate_config(
             names,
             config.architecture,
             "it" if len(ignored) == 1 else "them",
-            _takers(ignored),
+            ", ".join(takers(ignored)),
         )
     return config
-
-
-def _takers(options: list[str]) -> str:
-    takers = [
-        name
-        for name in ARCHITECTURES
-        if any(option in architecture_options(name) for option in options)
-    ]
-    return ", ".join(takers)
 
 
 def _format_errors(
@@ -236,15 +242,19 @@ def _format_errors(
     problems = []
     from_set = []
     valid_keys = set(Config.model_fields) | {"output_channels"}
-    for item in err.errors(include_input=True, include_url=False, include_context=False):
+    for item in err.errors(include_input=True, include_url=False):
         loc = ".".join(str(p) for p in item["loc"])
         given = item.get("input")
         message = item["msg"].removeprefix("Value error, ")
-        if not loc:  # the checks across keys: one problem a line, each naming its key
-            for line in message.splitlines():
-                problems.append(line)
-                named = re.match(r"key '([^'.]+)", line)
-                from_set.append(bool(named) and named.group(1) in set_keys)
+        across = item.get("ctx", {}).get("error")
+        if isinstance(across, ConfigProblems):  # the checks across keys, each naming its keys
+            for problem in across.problems:
+                problems.append(str(problem))
+                from_set.append(problem.keys[0].split(".")[0] in set_keys)
+            continue
+        if not loc:  # the spellings check, which names its keys itself
+            problems.append(message)
+            from_set.append(False)
             continue
         from_set.append(str(item["loc"][0]) in set_keys)
         if item["type"] == "extra_forbidden":

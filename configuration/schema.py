@@ -3,7 +3,9 @@
 The thesis's listing (section 3.3) loads unchanged; ``output_channels`` and ``out_channels`` are
 one setting; keys that came later (``num_workers``, ``accelerator``, ``devices``, ``seed``,
 ``width_mult``) have defaults so old configs keep working. Names are checked against the
-registries of what they build (architectures, optimizers, schedulers, losses, transforms).
+registries of what they build (architectures, optimizers, schedulers, losses); the
+augmentations, which need torchvision, are built in ``configuration/checks.py`` once the keys
+have validated.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from pydantic import (
     model_validator,
 )
 
-from configuration.checks import cross_key_problems
+from configuration.checks import ConfigProblems, cross_key_problems
 from datasets.preprocessing import Augmentation, Preprocessing, augmentations_from
-from datasets.transforms import resolve_transform
 from models.arch_dict import ARCH_OPTIONS, ARCHITECTURES, architecture_options
 from models.optimization import resolve_loss, resolve_optimizer, resolve_scheduler
-from utils.names import NameError_, closest
+from utils.image_spec import NormParams
+from utils.names import closest
 from utils.text import without_credentials
 
 SECRET_KEYS = ("neptune_api_token",)
@@ -35,29 +37,6 @@ _NAMED_WITH_PARAMS = (
     ("lr_scheduler", "lr_scheduler_params"),
     ("loss_function", "loss_params"),
 )
-
-
-class NormParams(BaseModel):
-    """Per-channel mean and std for Normalize."""
-
-    model_config = ConfigDict(extra="forbid")
-    mean: list[float] = Field(min_length=1)
-    std: list[float] = Field(min_length=1)
-
-    @field_validator("std")
-    @classmethod
-    def _positive_std(cls, value: list[float]) -> list[float]:
-        if any(s <= 0 for s in value):
-            raise ValueError(f"every std must be > 0, got {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _same_length(self) -> NormParams:
-        if len(self.mean) != len(self.std):
-            raise ValueError(
-                f"mean and std must have the same length, got {len(self.mean)} and {len(self.std)}"
-            )
-        return self
 
 
 class Config(BaseModel):
@@ -247,25 +226,11 @@ class Config(BaseModel):
         resolve_loss(value)
         return value
 
-    @field_validator("image_augmentations", "tensor_augmentations")
-    @classmethod
-    def _augmentations(cls, value: dict | None) -> dict | None:
-        for name, params in (value or {}).items():
-            try:
-                transform_cls = resolve_transform(name)
-            except NameError_ as err:
-                raise ValueError(str(err)) from None
-            try:
-                transform_cls(**(params or {}))
-            except Exception as err:  # any failure of the constructor is a config problem
-                raise ValueError(f"{name}: invalid parameters {params!r} ({err})") from None
-        return value
-
     @model_validator(mode="after")
     def _across_keys(self) -> Config:
         problems = cross_key_problems(self)
-        if problems:  # one per line: the error message lists them one by one
-            raise ValueError("\n".join(problems))
+        if problems:  # the loader lists them one by one, each naming its key
+            raise ConfigProblems(problems)
         return self
 
     # ---- what the rest of the code takes -----------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
 import torch
@@ -12,12 +13,14 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler
 
 from datasets.cache import CACHE_DIRNAME, ImageCache, open_or_build
-from datasets.device_augment import DeviceAugmenter
 from datasets.device_cache import CacheOnDevice, IndexDataset
 from datasets.labels import SPLITS, class_names_from, read_annotations
 from datasets.preprocessing import Augmentation, Preprocessing
 from datasets.stanford_data import StanfordCarsDataset
 from utils.hardware import available_cpus
+
+if TYPE_CHECKING:
+    from datasets.device_augment import DeviceAugmenter
 
 AUGMENT_ON = ("cpu", "device")
 
@@ -75,6 +78,9 @@ class StanfordCarsDataModule(pl.LightningDataModule):
         self.channels_last = channels_last
         self.device_augmenter: DeviceAugmenter | None = None
         if augment_on == "device":
+            # kornia (about a second to import) only when the augmentations run on the device
+            from datasets.device_augment import DeviceAugmenter
+
             self.device_augmenter = DeviceAugmenter(self.preprocessing, self.augmentations)
         # cache_on_device: with the cache and device augmentation, batches may be gathered
         # from a copy of the cache on the device (datasets/device_cache.py)

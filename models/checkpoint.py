@@ -11,15 +11,24 @@ format 1 (the first release) held the preprocessing as flat keys and no loss, an
 from __future__ import annotations
 
 import pickle
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from torch import nn
 
 from models.arch_dict import build_network
-from utils.errors import UserError
+from utils.errors import UserError, first_line
+from utils.image_spec import MAX_IMAGE_SIDE, NormParams
 from utils.text import clip, short
 
 META_KEY = "cars"
@@ -28,68 +37,97 @@ NET_PREFIX = "net."
 _FLAT_PREPROCESSING = ("image_size", "grayscale", "normalize", "mean", "std")
 
 
-@dataclass
-class CheckpointMeta:
+# Checkpoints are plain data read back with ``weights_only``: no value is coerced into another
+# type (a hand-made "3" is no number of classes), as isinstance checks would refuse it.
+_Strict = ConfigDict(strict=True, extra="ignore")
+_Side = Annotated[int, Strict(), Field(ge=1, le=MAX_IMAGE_SIDE)]
+
+
+class _ImageSpec(BaseModel):
+    """The checked part of the preprocessing mapping (``Preprocessing.to_dict()``): the image
+    size, and with ``normalize`` one mean and std per channel, as the config checks them."""
+
+    model_config = _Strict
+    image_size: list[_Side] = Field(strict=False, min_length=2, max_length=2)  # or a tuple
+    grayscale: bool = False
+    normalize: bool = False
+    mean: list[float] = Field(default_factory=list)
+    std: list[float] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _norm(self) -> _ImageSpec:
+        if self.normalize:
+            NormParams.model_validate({"mean": self.mean, "std": self.std}, strict=True)
+            channels = 1 if self.grayscale else 3
+            if len(self.mean) != channels:
+                raise ValueError(f"mean and std need {channels} number(s), got {len(self.mean)}")
+        return self
+
+
+class CheckpointMeta(BaseModel):
     """Everything a checkpoint carries about its network, its loss and the images it expects.
 
     ``preprocessing`` is ``datasets.preprocessing.Preprocessing.to_dict()``; ``loss_function``
     is None for format-1 checkpoints, which did not record it.
     """
 
+    model_config = _Strict
     architecture: str
-    num_classes: int
+    num_classes: int = Field(ge=1)
     class_names: list[str]
     preprocessing: dict[str, Any]
-    arch_options: dict[str, Any] = field(default_factory=dict)
+    arch_options: dict[str, Any] = Field(default_factory=dict)
     loss_function: str | None = None
-    loss_params: dict[str, Any] = field(default_factory=dict)
+    loss_params: dict[str, Any] = Field(default_factory=dict)
     run_name: str = ""
     format_version: int = FORMAT_VERSION
+
+    @field_validator("preprocessing")
+    @classmethod
+    def _image_spec(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _ImageSpec.model_validate(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_name_a_class(self) -> CheckpointMeta:
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"it has {len(self.class_names)} class_names for num_classes {self.num_classes}"
+            )
+        return self
 
     @property
     def img_channels(self) -> int:
         return 1 if self.preprocessing.get("grayscale") else 3
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CheckpointMeta:
-        """The metadata of a checkpoint; a ``UserError`` naming the first field that is missing
-        or of the wrong kind (a damaged or hand-made checkpoint must not end in a traceback)."""
+    def from_dict(cls, data: Any) -> CheckpointMeta:
+        """The metadata of a checkpoint, format 1 or 2; a ``UserError`` naming the first field
+        that is missing or of the wrong kind (a damaged or hand-made checkpoint must not end in
+        a traceback)."""
         if not isinstance(data, dict):
             raise _damaged(f"its '{META_KEY}' section is a {type(data).__name__}, not a mapping")
         data = dict(data)
         if "preprocessing" not in data:  # format 1
             data["preprocessing"] = {k: data[k] for k in _FLAT_PREPROCESSING if k in data}
-        known = {f.name for f in fields(cls)}
-        missing = [f.name for f in fields(cls) if f.name not in data and f.name in _REQUIRED]
-        if missing:
-            raise _damaged(f"its '{META_KEY}' section lacks {', '.join(missing)}")
-        meta = cls(**{k: v for k, v in data.items() if k in known})
-        problem = meta.problem()
-        if problem:
-            raise _damaged(problem)
-        return meta
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise _damaged(_first_problem(err)) from None
 
-    # ---- validation ------------------------------------------------------------------
-    def problem(self) -> str | None:
-        """What is wrong with these fields, or None."""
-        if not isinstance(self.architecture, str):
-            return f"architecture is {short(self.architecture)}, not a name"
-        if not _is_int(self.num_classes) or self.num_classes < 1:
-            return f"num_classes is {short(self.num_classes)}, not a whole number >= 1"
-        names = self.class_names
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            return "class_names is not a list of names"
-        if len(names) != self.num_classes:
-            return f"it has {len(names)} class_names for num_classes {self.num_classes}"
-        for key, kind in (("arch_options", dict), ("loss_params", dict), ("run_name", str)):
-            if not isinstance(getattr(self, key), kind):
-                return f"{key} is {short(getattr(self, key))}, not a {kind.__name__}"
-        if self.loss_function is not None and not isinstance(self.loss_function, str):
-            return f"loss_function is {short(self.loss_function)}, not a name"
-        return _preprocessing_problem(self.preprocessing)
+
+def _first_problem(err: ValidationError) -> str:
+    item = err.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in item["loc"])
+    if item["type"] == "missing":
+        return f"its '{META_KEY}' section lacks {where}"
+    message = item["msg"].removeprefix("Value error, ")
+    if not where:
+        return message
+    return f"{where} is {short(item.get('input'))}: {clip(message, 300)}"
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -109,14 +147,14 @@ def read_checkpoint(path: str | Path) -> dict:
         ) from None
     except Exception as err:  # a truncated or foreign file: say so instead of a traceback
         # torch's texts run on over several sentences: the first one says what went wrong
-        first_line = (str(err).strip().splitlines() or [""])[0].split(". ")[0][:160]
+        reason = first_line(err).split(". ")[0][:160]
         if isinstance(err, pickle.UnpicklingError):  # torch's text suggests weights_only=False
-            first_line = "not plain data: not a checkpoint, or one that needs code to load"
-        elif isinstance(err, EOFError) or "zip archive" in first_line:
-            first_line = "incomplete: cut short when written or copied, or another kind of file"
+            reason = "not plain data: not a checkpoint, or one that needs code to load"
+        elif isinstance(err, EOFError) or "zip archive" in reason:
+            reason = "incomplete: cut short when written or copied, or another kind of file"
         raise UserError(
             f"checkpoint '{path}' could not be read as a checkpoint ({type(err).__name__}: "
-            f"{first_line}). Pass a complete .ckpt file written by train.py; files that would "
+            f"{reason}). Pass a complete .ckpt file written by train.py; files that would "
             "need code to load are refused."
         ) from None
     if not isinstance(ckpt, dict) or META_KEY not in ckpt or "state_dict" not in ckpt:
@@ -155,7 +193,7 @@ def network_from(ckpt: dict) -> tuple[nn.Module, CheckpointMeta]:
     try:
         net.load_state_dict(weights)
     except (RuntimeError, TypeError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [""])[0]
+        first = first_line(err)
         raise _damaged(
             f"its weights do not fit its {meta.architecture} with {meta.num_classes} classes "
             f"({clip(first, 300)})"
@@ -164,45 +202,8 @@ def network_from(ckpt: dict) -> tuple[nn.Module, CheckpointMeta]:
     return net, meta
 
 
-_REQUIRED = ("architecture", "num_classes", "class_names")
-MAX_IMAGE_SIDE = 4096
-
-
 def _damaged(problem: str) -> UserError:
     return UserError(
         f"the checkpoint is damaged or was not written by this project's train.py: {problem}. "
         "Pass a checkpoint from output/<run>/checkpoints/ (a run folder is taken too)."
     )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-def _preprocessing_problem(pre: Any) -> str | None:
-    if not isinstance(pre, dict):
-        return "preprocessing is not a mapping"
-    size = pre.get("image_size")
-    if (
-        not isinstance(size, (list, tuple))
-        or len(size) != 2
-        or not all(_is_int(v) and 1 <= v <= MAX_IMAGE_SIDE for v in size)
-    ):
-        return f"preprocessing.image_size is {short(size)}, not [height, width] in pixels"
-    channels = 1 if pre.get("grayscale") else 3
-    if pre.get("normalize"):
-        mean, std = pre.get("mean"), pre.get("std")
-        for key, values in (("mean", mean), ("std", std)):
-            if (
-                not isinstance(values, (list, tuple))
-                or len(values) != channels
-                or not all(_is_number(v) for v in values)
-            ):
-                return f"preprocessing.{key} is {short(values)}, not {channels} number(s)"
-        if any(v <= 0 for v in std):
-            return f"preprocessing.std is {short(std)}; every std must be > 0"
-    return None

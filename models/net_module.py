@@ -12,7 +12,7 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from models.checkpoint import META_KEY
-from models.optimization import build_optimizer, build_scheduler
+from models.optimization import ScheduleFailed, build_optimizer, build_scheduler
 
 STAGES = ("train", "valid", "test")
 TOP_K = 5
@@ -128,6 +128,14 @@ class NetModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "valid_loss"},
         }
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Lightning's step, with a failure raised as ``ScheduleFailed`` (the config check at
+        load time steps the schedule already; this names the stage should one slip past it)."""
+        try:
+            super().lr_scheduler_step(scheduler, metric)
+        except Exception as err:
+            raise ScheduleFailed(self.current_epoch, err) from err
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[META_KEY] = dict(self.meta)

@@ -8,6 +8,7 @@ Each name resolves through a table of the classes of one kind (``torch.optim``,
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterable
 from functools import cache
 from typing import Any
@@ -22,6 +23,15 @@ from utils.names import classes_in, resolve
 LAMBDA_SCHEDULERS = ("LambdaLR", "MultiplicativeLR")
 # Schedulers that wrap other schedulers: their arguments cannot come from YAML.
 _NON_CONFIGURABLE_SCHEDULERS = ("SequentialLR", "ChainedScheduler", "LRScheduler")
+
+
+class ScheduleFailed(Exception):
+    """The scheduler failed when stepped after ``epoch`` (``__cause__`` says how)."""
+
+    def __init__(self, epoch: int, err: BaseException) -> None:
+        text = (str(err).strip().splitlines() or [""])[0][:200]
+        super().__init__(f"{type(err).__name__}: {text}")
+        self.epoch = epoch
 
 
 @cache
@@ -85,83 +95,40 @@ def build_loss(name: str, params: dict[str, Any] | None) -> nn.Module:
     return resolve_loss(name)(**dict(params or {}))
 
 
-# ---- resuming with other learning-rate settings -----------------------------------------
-# Scheduler entries that record progress or are set from the learning rate, which
-# ``carry_over_settings`` scales instead of replacing.
-_SCHEDULER_PROGRESS = {
-    "base_lrs",
-    "_last_lr",
-    "last_epoch",
-    "_step_count",
-    "_is_initial",
-    "_get_lr_called_within_step",
-}
-_SCALED_WITH_LR = ("lr", "initial_lr")
+# ---- resuming with other learning-rate settings (timm's way) ------------------------------
+def changed_settings(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
+    """The keys whose values differ between two settings mappings, the new one's first."""
+    old, new = dict(old or {}), dict(new or {})
+    return [key for key in dict.fromkeys([*new, *old]) if old.get(key) != new.get(key)]
 
 
-def carry_over_settings(
-    optimizer_state: dict[str, Any],
-    scheduler_state: dict[str, Any] | None,
-    optimizer: str,
-    old_params: dict[str, Any] | None,
-    new_params: dict[str, Any] | None,
-    scheduler: str | None = None,
-    old_scheduler_params: dict[str, Any] | None = None,
-    new_scheduler_params: dict[str, Any] | None = None,
-) -> list[str]:
-    """Make a saved optimizer (and scheduler) state go on with the new settings, in place.
-
-    What differs between the optimizer built with ``old_params`` and with ``new_params``
-    replaces the saved value, except the learning rate: the saved one, which the scheduler
-    may have lowered since, is scaled by new / old, so a schedule goes on from where it was at
-    the new rate. Scheduler settings that differ (a gamma, milestones, a patience) replace
-    the saved ones the same way; its progress is kept. Returns the names that changed.
-    """
-    groups = optimizer_state["param_groups"]
-    old_opt = _fresh_optimizer(optimizer, old_params, len(groups))
-    new_opt = _fresh_optimizer(optimizer, new_params, len(groups))
-    changed: list[str] = []
-    old_lr, new_lr = old_opt.param_groups[0]["lr"], new_opt.param_groups[0]["lr"]
-    if old_lr != new_lr:
-        changed.append("lr")
-        for group in groups:
-            for key in _SCALED_WITH_LR:
-                if key in group:
-                    group[key] = _rescaled(group[key], old_lr, new_lr)
-        if scheduler_state is not None:
-            for key in ("base_lrs", "_last_lr"):
-                if key in scheduler_state:
-                    scheduler_state[key] = [
-                        _rescaled(lr, old_lr, new_lr) for lr in scheduler_state[key]
-                    ]
-    for key, value in new_opt.param_groups[0].items():
-        if key in ("params", *_SCALED_WITH_LR) or old_opt.param_groups[0].get(key) == value:
-            continue
-        changed.append(key)
-        for group in groups:
-            group[key] = value
-    if scheduler is None or scheduler_state is None:
-        return changed
-    old_sched = build_scheduler(old_opt, scheduler, old_scheduler_params).state_dict()
-    new_sched = build_scheduler(new_opt, scheduler, new_scheduler_params).state_dict()
-    for key, value in new_sched.items():
-        if key not in _SCHEDULER_PROGRESS and not _same(old_sched.get(key), value):
-            changed.append(key)
-            scheduler_state[key] = value
-    return changed
+def group_settings(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The hyperparameters of the optimizer's first parameter group (lr, weight_decay, ...)."""
+    return {k: v for k, v in optimizer.param_groups[0].items() if k not in ("params", "initial_lr")}
 
 
-def _fresh_optimizer(name: str, params: dict[str, Any] | None, groups: int):
-    dummies = [{"params": [nn.Parameter(torch.zeros(1))]} for _ in range(groups)]
-    return build_optimizer(dummies, name, params)
-
-
-def _rescaled(lr: float, old: float, new: float) -> float:
-    return new if old == 0 else lr * new / old
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except (RuntimeError, TypeError, ValueError):  # e.g. tensors of other shapes
-        return False
+def resume_with(
+    optimizer: torch.optim.Optimizer,
+    settings: dict[str, Any],
+    scheduler: str | None,
+    scheduler_params: dict[str, Any] | None,
+    epochs: int,
+    metrics: list[float] = (),
+):
+    """Go on with other settings: every parameter group takes ``settings`` (see
+    ``group_settings``) and keeps its per-weight state (moments, step counts); the scheduler is
+    built from the current arguments and stepped through the ``epochs`` epochs already trained
+    (``metrics``: their monitored values, for ReduceLROnPlateau), as if the run had had it from
+    its start. Returns that scheduler; None without one."""
+    for group in optimizer.param_groups:
+        group.update(settings)
+        group["initial_lr"] = settings["lr"]
+    if scheduler is None:
+        return None
+    built = build_scheduler(optimizer, scheduler, scheduler_params)
+    plateau = isinstance(built, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    with warnings.catch_warnings():  # "scheduler stepped before the optimizer": on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        for epoch in range(epochs):
+            built.step(metrics[epoch]) if plateau else built.step()
+    return built

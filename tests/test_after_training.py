@@ -27,7 +27,7 @@ from datasets.preprocessing import Preprocessing
 from datasets.sample_data import make_sample_raw
 from datasets.transforms import build_transform, load_image
 from models.checkpoint import load_network, read_checkpoint
-from utils.errors import UserError, run_cli
+from utils.errors import UserError
 from workflows.inference import export as export_module
 from workflows.inference.export import export_checkpoint, read_torchscript_metadata
 from workflows.inference.prediction import predict_paths
@@ -66,13 +66,6 @@ def onnx_export(run):
     return export_checkpoint(result.best_checkpoint, latency_runs=3)
 
 
-def exit_code(main, argv) -> int:
-    """Run a script's main as its ``__main__`` block does and return the exit code."""
-    with pytest.raises(SystemExit) as exc:
-        run_cli(lambda: main(argv))
-    return exc.value.code
-
-
 def logits_for(checkpoint: Path, image_path: Path) -> torch.Tensor:
     net, meta = load_network(checkpoint)
     transform = build_transform(Preprocessing.from_dict(meta.preprocessing))
@@ -86,10 +79,11 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 # ---- evaluate.py ----------------------------------------------------------------------------------
-def test_evaluate_matches_logged_validation_and_writes_files(run, capsys):
+def test_evaluate_matches_logged_validation_and_writes_files(run_script, run):
     result, _ = run
-    assert exit_code(evaluate_cli.main, ["--checkpoint", str(result.best_checkpoint)]) == 0
-    assert "top-1" in capsys.readouterr().out
+    done = run_script(evaluate_cli, ["--checkpoint", str(result.best_checkpoint)])
+    assert done.code == 0
+    assert "top-1" in done.out
 
     out = result.run_dir / "evaluation" / "best-test"  # the default: inside the run folder
     metrics = json.loads((out / "metrics.json").read_text())
@@ -121,12 +115,13 @@ def test_evaluate_matches_logged_validation_and_writes_files(run, capsys):
         assert png.format == "PNG" and png.width > 300
 
 
-def test_evaluate_json_output(run, tmp_path, capsys):
+def test_evaluate_json_output(run_script, run, tmp_path):
     result, prepared = run
     argv = ["--checkpoint", str(result.best_checkpoint), "-d", str(prepared)]
     argv += ["--split", "train", "--batch-size", "5", "--out", str(tmp_path), "--json"]
-    assert exit_code(evaluate_cli.main, argv) == 0
-    printed = json.loads(capsys.readouterr().out)
+    done = run_script(evaluate_cli, argv)
+    assert done.code == 0
+    printed = json.loads(done.out)
     assert printed == json.loads((tmp_path / "metrics.json").read_text())
     assert printed["split"] == "train" and printed["num_images"] == 12
     assert 0.0 <= printed["top1"] <= printed["top5"] <= 1.0
@@ -141,12 +136,13 @@ def test_evaluate_needs_data_path_without_run_config(run, tmp_path):
 
 
 # ---- predict.py -----------------------------------------------------------------------------------
-def test_predict_top1_is_the_model_argmax(run, capsys):
+def test_predict_top1_is_the_model_argmax(run_script, run):
     result, prepared = run
     image = sorted((prepared / "test").iterdir())[0]
     argv = ["--checkpoint", str(result.best_checkpoint), str(image), "--top-k", "10", "--json"]
-    assert exit_code(predict_cli.main, argv) == 0
-    (entry,) = json.loads(capsys.readouterr().out)
+    done = run_script(predict_cli, argv)
+    assert done.code == 0
+    (entry,) = json.loads(done.out)
     assert entry["path"] == str(image)
     preds = entry["predictions"]
     assert len(preds) == 3  # top-k is capped at the number of classes
@@ -162,7 +158,7 @@ def test_predict_top1_is_the_model_argmax(run, capsys):
     assert preds[0]["class_name"] == meta.class_names[preds[0]["class_id"]]
 
 
-def test_predict_reports_broken_files_and_predicts_the_rest(run, tmp_path, capsys):
+def test_predict_reports_broken_files_and_predicts_the_rest(run_script, run, tmp_path):
     result, prepared = run
     good = sorted((prepared / "test").iterdir())[:2]
     folder = tmp_path / "mixed"
@@ -175,8 +171,8 @@ def test_predict_reports_broken_files_and_predicts_the_rest(run, tmp_path, capsy
     (folder / "notes.txt").write_text("ignored: not an image extension")
 
     argv = ["--checkpoint", str(result.best_checkpoint), str(folder)]
-    assert exit_code(predict_cli.main, argv) == 1
-    captured = capsys.readouterr()
+    captured = run_script(predict_cli, argv)
+    assert captured.code == 1
     assert "zz_text.jpg" in captured.err and "zz_truncated.jpg" in captured.err
     assert "notes.txt" not in captured.err + captured.out
     for path in good:
@@ -245,7 +241,9 @@ def test_onnx_export_matches_torch_at_batch_1_and_3(run, onnx_export):
         assert np.abs(got - expected).max() <= 1e-4
 
 
-def test_onnx_low_opset_and_fallback_use_the_legacy_exporter(run, tmp_path, monkeypatch):
+def test_onnx_low_opset_and_fallback_use_the_legacy_exporter(
+    run_script, run, tmp_path, monkeypatch
+):
     result, _ = run
 
     def broken(*args, **kwargs):
@@ -260,18 +258,19 @@ def test_onnx_low_opset_and_fallback_use_the_legacy_exporter(run, tmp_path, monk
 
     monkeypatch.setattr(export_module, "LATENCY_BUDGET_S", 0.0)
     argv = ["--checkpoint", str(result.best_checkpoint), "--opset", "17"]
-    assert exit_code(export_cli.main, [*argv, "--output", str(tmp_path / "m17.onnx")]) == 0
+    assert run_script(export_cli, [*argv, "--output", str(tmp_path / "m17.onnx")]).code == 0
     assert onnx.load(str(tmp_path / "m17.onnx")).opset_import[0].version == 17
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-def test_torchscript_export_loads_and_matches(run, tmp_path, monkeypatch, capsys):
+def test_torchscript_export_loads_and_matches(run_script, run, tmp_path, monkeypatch):
     result, _ = run
     monkeypatch.setattr(export_module, "LATENCY_BUDGET_S", 0.0)  # few timing runs in tests
     output = tmp_path / "model.pt"
     argv = ["--checkpoint", str(result.best_checkpoint), "--format", "torchscript"]
-    assert exit_code(export_cli.main, [*argv, "--output", str(output)]) == 0
-    printed = capsys.readouterr().out
+    done = run_script(export_cli, [*argv, "--output", str(output)])
+    assert done.code == 0
+    printed = done.out
     assert "MB" in printed and "TorchScript" in printed and "PyTorch eager" in printed
 
     module = torch.jit.load(str(output))
@@ -296,12 +295,12 @@ def test_export_that_fails_its_check_leaves_no_file(run, tmp_path, monkeypatch):
 # ---- user errors ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("main", "extra"),
-    [(evaluate_cli.main, []), (predict_cli.main, ["some.jpg"]), (export_cli.main, [])],
+    [(evaluate_cli, []), (predict_cli, ["some.jpg"]), (export_cli, [])],
 )
-def test_missing_checkpoint_exits_2(main, extra, tmp_path, capsys):
+def test_missing_checkpoint_exits_2(main, extra, tmp_path, run_script):
     argv = ["--checkpoint", str(tmp_path / "missing.ckpt"), *extra]
-    assert exit_code(main, argv) == 2
-    err = capsys.readouterr().err
+    code, _, err = run_script(main, argv)
+    assert code == 2
     assert "does not exist" in err and "Traceback" not in err
 
 
@@ -360,7 +359,7 @@ def readme_examples() -> list[tuple[list[str], list[str]]]:
 
 @pytest.mark.slow
 def test_readme_example_outputs_have_the_shape_of_real_output(
-    run, onnx_export, tmp_path, capsys, monkeypatch
+    run_script, run, onnx_export, tmp_path, monkeypatch
 ):
     result, prepared = run
     monkeypatch.setattr(export_module, "LATENCY_BUDGET_S", 0.0)
@@ -395,20 +394,19 @@ def test_readme_example_outputs_have_the_shape_of_real_output(
             argv += ["--output", str(tmp_path / "model.onnx")]
         elif words[0] == "export_model.py":
             argv += ["--output", str(tmp_path / "model.pt")]
-        exit_code(_SCRIPTS[words[0]].main, argv)
-        printed = capsys.readouterr()
+        printed = run_script(_SCRIPTS[words[0]], argv)
         errors = [line for line in printed.err.splitlines() if line.startswith("error:")]
         real = [line for line in printed.out.splitlines() if line.strip()] + errors  # no bars
         expected = [line for line in readme_lines if line.strip()]
         assert [line_shape(x) for x in real] == [line_shape(x) for x in expected], words
 
 
-def test_export_never_writes_over_a_checkpoint(run, tmp_path, capsys):
+def test_export_never_writes_over_a_checkpoint(run_script, run, tmp_path):
     result, _ = run
     before = result.best_checkpoint.read_bytes()
     for output in (result.best_checkpoint, tmp_path / "model.ckpt"):
         argv = ["--checkpoint", str(result.best_checkpoint), "--output", str(output)]
-        assert exit_code(export_cli.main, argv) == 2
-        assert "would overwrite a checkpoint" in capsys.readouterr().err
+        code, _, err = run_script(export_cli, argv)
+        assert code == 2 and "would overwrite a checkpoint" in err
     assert result.best_checkpoint.read_bytes() == before
     assert not (tmp_path / "model.ckpt").exists()

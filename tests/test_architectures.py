@@ -174,15 +174,12 @@ def test_grayscale_stem_has_one_input_channel():
         assert first.in_channels == 1, name
 
 
-def test_options_come_from_the_builder_signature():
+def test_declared_options_are_the_builder_signature():
+    for name, arch in ARCHITECTURES.items():
+        assert arch.options == arch.signature_options(), name
     assert ARCHITECTURES["ghost"].options == ("dropout", "out_channels", "width_mult")
     assert ARCHITECTURES["sq_10"].options == ()
     assert all(ARCHITECTURES[n].options == () for n in EXPECTED_KEYS if n != "ghost")
-
-    def builder(num_classes, img_channels=3, depth=2, *, gate=True, **extra):
-        return torch.nn.Linear(depth, num_classes)
-
-    assert Architecture(builder, "test net", "TestNet").options == ("depth", "gate")
     assert ARCH_OPTIONS == ("dropout", "out_channels", "width_mult")
 
 

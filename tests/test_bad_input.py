@@ -4,6 +4,7 @@ or any other file behind; no input runs code it carries."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -18,19 +19,13 @@ import export_model
 import predict
 import prepare_stanford_dataset
 import train
+from configuration import TEMPLATE_PATH, load_config
 from models.checkpoint import read_checkpoint
-from utils.errors import UserError, run_cli
+from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "pwned_marker"
 TINY = ["image_size=[48,48]", "batch_size=4", "num_workers=0", "accelerator=cpu", "num_epochs=1"]
-
-
-def run_script(module, argv: list[str], capsys) -> tuple[int, str]:
-    """Run a script's main as its command line does; its exit code and stderr."""
-    with pytest.raises(SystemExit) as caught:
-        run_cli(lambda: module.main(argv))
-    return caught.value.code, capsys.readouterr().err
 
 
 # Each case: (id, YAML text replacing the config or None for the template, --set items,
@@ -200,7 +195,9 @@ def _check_clean_failure(code, err, fragment, tmp_path):
 @pytest.mark.parametrize(
     "text, overrides, fragment", [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES]
 )
-def test_bad_config_input(tmp_path, prepared_data, monkeypatch, capsys, text, overrides, fragment):
+def test_bad_config_input(
+    tmp_path, prepared_data, monkeypatch, run_script, text, overrides, fragment
+):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a_file").write_text("not a folder")
     config = tmp_path / "config.yml"
@@ -211,14 +208,14 @@ def test_bad_config_input(tmp_path, prepared_data, monkeypatch, capsys, text, ov
     argv = ["-c", str(config), "-d", str(prepared_data), "--no-progress"]
     for item in [*TINY, f"output_path={tmp_path / 'output'}", *overrides]:
         argv += ["--set", item]
-    code, err = run_script(train, argv, capsys)
+    code, _, err = run_script(train, argv)
     _check_clean_failure(code, err, fragment, tmp_path)
 
 
 @pytest.mark.parametrize(
     "change, fragment", [c[1:] for c in DATA_CASES], ids=[c[0] for c in DATA_CASES]
 )
-def test_bad_prepared_data(tmp_path, prepared_data, monkeypatch, capsys, change, fragment):
+def test_bad_prepared_data(tmp_path, prepared_data, monkeypatch, run_script, change, fragment):
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "data"
     shutil.copytree(prepared_data, data)
@@ -228,7 +225,7 @@ def test_bad_prepared_data(tmp_path, prepared_data, monkeypatch, capsys, change,
     argv = ["-c", str(config), "-d", str(data), "--no-progress"]
     for item in [*TINY, f"output_path={tmp_path / 'output'}"]:
         argv += ["--set", item]
-    code, err = run_script(train, argv, capsys)
+    code, _, err = run_script(train, argv)
     _check_clean_failure(code, err, fragment, tmp_path)
 
 
@@ -249,14 +246,14 @@ FOREIGN = {
     ],
     ids=["evaluate", "predict", "export", "resume"],
 )
-def test_a_checkpoint_that_is_not_ours(tmp_path, monkeypatch, capsys, module, argv, content):
+def test_a_checkpoint_that_is_not_ours(tmp_path, monkeypatch, run_script, module, argv, content):
     monkeypatch.chdir(tmp_path)
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(content)
     images = tmp_path / "images"
     images.mkdir()
     argv = [a.format(ckpt=ckpt, images=images) for a in argv]
-    code, err = run_script(module, argv, capsys)
+    code, _, err = run_script(module, argv)
     _check_clean_failure(code, err, "checkpoint", tmp_path)
 
 
@@ -273,8 +270,8 @@ def test_a_checkpoint_that_is_not_ours(tmp_path, monkeypatch, capsys, module, ar
         (demo, ["--dir", " "]),
     ],
 )
-def test_an_empty_path_is_refused_not_taken_for_the_current_folder(capsys, module, argv):
-    code, err = run_script(module, argv, capsys)
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(run_script, module, argv):
+    code, _, err = run_script(module, argv)
     assert code == 2 and "expected a path, got an empty string" in err
 
 
@@ -295,14 +292,14 @@ def test_a_cut_short_or_unreadable_checkpoint_says_which(tmp_path, monkeypatch):
         read_checkpoint(fixture)
 
 
-def test_predict_on_a_folder_without_images(tmp_path, monkeypatch, capsys, prepared_data):
+def test_predict_on_a_folder_without_images(tmp_path, monkeypatch, run_script, prepared_data):
     """Needs a real checkpoint: trains nothing, takes the one the checkpoint test fixtures use."""
     monkeypatch.chdir(tmp_path)
     fixture = next((ROOT / "tests" / "data").rglob("*.ckpt"), None)
     if fixture is None:
         pytest.skip("no checkpoint fixture in tests/data")
     (tmp_path / "empty").mkdir()
-    code, err = run_script(predict, ["--checkpoint", str(fixture), str(tmp_path / "empty")], capsys)
+    code, _, err = run_script(predict, ["--checkpoint", str(fixture), str(tmp_path / "empty")])
     assert code == 2 and "no images" in err and "Traceback" not in err  # not one image predicted
     assert "could not be predicted. Give image files" in err
 
@@ -312,3 +309,43 @@ def test_the_catalogue_is_in_the_readme():
     assert "## Troubleshooting" in readme and "Resuming" in readme
     for words in ("not valid YAML", "is not KEY=VALUE", "lr_lambda", "--resume", "not a finite"):
         assert words in readme, words
+
+
+# Rows of the catalogue that a run finds when it starts, not the config loader.
+FOUND_AT_START = ("key 'output_path'", "key 'batch_size': ...")
+
+
+def _catalogue_messages() -> list[str]:
+    """The first quoted message of each row of the README's Troubleshooting table."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split(" | ")[0] for line in section.splitlines() if line.startswith("| `")]
+    return [re.findall(r"`([^`]+)`", row)[0] for row in rows]
+
+
+def test_the_catalogue_quotes_what_the_config_loader_says(tmp_path, monkeypatch):
+    """Each row about a config file or key is how a message of one of these cases begins, its
+    '...', N, M and 'x' standing for what differs."""
+    monkeypatch.chdir(tmp_path)
+    said = []
+    for _, text, overrides, _ in CONFIG_CASES:
+        config = tmp_path / "config.yml"
+        if callable(text):
+            text(config)
+        else:
+            config.write_text(text if text is not None else TEMPLATE_PATH.read_text())
+        try:
+            load_config(config, [*TINY, *overrides])
+        except UserError as err:
+            said.append(str(err))
+    about_config = ("config file", "the YAML", "unknown key", "key '", "--set")
+    rows = [
+        row
+        for row in _catalogue_messages()
+        if row.startswith(about_config) and not row.startswith(FOUND_AT_START)
+    ]
+    assert len(rows) >= 10
+    for row in rows:
+        parts = re.split(r"\.\.\.|\bN\b|\bM\b|'x'", row)
+        pattern = re.compile(".*?".join(re.escape(part) for part in parts))
+        assert any(pattern.search(message) for message in said), row

@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from configuration import TEMPLATE_PATH, apply_overrides, load_config, validate_config
+import train
+from configuration import (
+    TEMPLATE_PATH,
+    apply_overrides,
+    configured_output_path,
+    load_config,
+    validate_config,
+)
 from datasets.preprocessing import Augmentation
 from utils.errors import UserError
 
@@ -242,21 +249,38 @@ def test_data_path_argument_overrides_config():
     )
 
 
-def test_train_cli_config_error_exits_2_without_traceback(tmp_path):
+def test_train_cli_config_error_exits_2_without_traceback(tmp_path, run_script):
     bad = tmp_path / "config.yml"
     bad.write_text(TEMPLATE_PATH.read_text().replace("batch_size: 64", "batch_size: many"))
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "-c", str(bad)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
+    code, _, err = run_script(train, ["-c", str(bad)], cwd=tmp_path)
+    assert code == 2
+    assert "batch_size" in err and "Traceback" not in err
+    bad.unlink()
+    code, _, err = run_script(train, [], cwd=tmp_path)
+    assert code == 2 and "config_template.yml" in err
+
+
+# Imported only on the paths that use them (benchmarks/startup.py times what this checks).
+HEAVY = ("torchvision", "kornia", "pytorch_lightning", "matplotlib", "optuna", "mlflow", "onnx")
+
+
+def test_a_config_mistake_is_reported_without_importing_the_workflow(tmp_path):
+    """In a fresh interpreter, as a user runs it: what is imported is the point."""
+    bad = tmp_path / "config.yml"
+    bad.write_text(TEMPLATE_PATH.read_text() + "\nnot_a_setting: 1\n")
+    script = (
+        "import sys, train\n"
+        "from utils.errors import run_cli\n"
+        "try:\n"
+        f"    run_cli(lambda: train.main(['-c', {str(bad)!r}]))\n"
+        "except SystemExit as stop:\n"
+        f"    print(stop.code, sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
-    assert result.returncode == 2
-    assert "batch_size" in result.stderr and "Traceback" not in result.stderr
-    missing = subprocess.run(
-        [sys.executable, str(ROOT / "train.py")], capture_output=True, text=True, cwd=tmp_path
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
-    assert missing.returncode == 2 and "config_template.yml" in missing.stderr
+    assert "unknown key 'not_a_setting'" in done.stderr
+    assert done.stdout.split() == ["2", "[]"], done.stdout + done.stderr
 
 
 def test_scientific_notation_is_a_number():
@@ -301,6 +325,17 @@ def test_the_schedule_check_takes_any_torch_optimizer_and_warns_nothing(recwarn)
     config = load_config(TEMPLATE_PATH, ["optimizer=LBFGS", "optimizer_params={lr: 0.1}"])
     assert config.optimizer == "LBFGS"
     assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]
+
+
+def test_output_path_without_c_ignores_a_broken_config_yml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert configured_output_path() is None  # no config.yml: the caller's default
+    (tmp_path / "config.yml").write_text("output_path: elsewhere\n")
+    assert configured_output_path() == "elsewhere"
+    (tmp_path / "config.yml").write_text("output_path: [unclosed\n")
+    assert configured_output_path() is None
+    with pytest.raises(UserError, match="not valid YAML"):
+        configured_output_path(tmp_path / "config.yml")  # named with -c: its problem is shown
 
 
 @pytest.mark.parametrize(

@@ -39,11 +39,10 @@ from utils.hardware import available_cpus
 from utils.text import shown_path
 from workflows.inference import evaluation as evaluation_module
 from workflows.inference.evaluation import evaluate_checkpoint
+from workflows.inference.evaluation_files import run_summary_line
 from workflows.inference.export import export_checkpoint
 from workflows.inference.prediction import expand_paths, predict_paths
-from workflows.inference.reports import run_summary_line
 from workflows.runs.run_folder import RunFolder
-from workflows.training.callbacks import EpochProgressBar, make_trainer
 from workflows.training.run import build_datamodule
 
 TOKEN = "nep-SECRET-token-4242"
@@ -507,10 +506,3 @@ def test_first_hour_one_path_style(tmp_path, monkeypatch):
     assert shown_path(tmp_path / "output" / "run") == os.path.join("output", "run")
     assert shown_path("output/run") == os.path.join("output", "run")
     assert shown_path(tmp_path.parent) == str(tmp_path.parent)
-
-
-def test_first_hour_progress_bar_counts_epochs_from_one():
-    trainer = make_trainer(
-        max_epochs=3, accelerator="cpu", devices=1, callbacks=[], progress_bar=True
-    )
-    assert any(isinstance(c, EpochProgressBar) for c in trainer.callbacks)

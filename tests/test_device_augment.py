@@ -282,7 +282,10 @@ def test_color_jitter_leaves_out_the_steps_torchvision_leaves_out(ranges, steps)
         (["image_augmentations={Grayscale: {num_output_channels: 3}}"], True),
         (["convert_to_grayscale=true", "image_augmentations={Grayscale: {}}"], True),
         (
-            ["convert_to_grayscale=true", "image_augmentations={Grayscale: {num_output_channels: 3}}"],
+            [
+                "convert_to_grayscale=true",
+                "image_augmentations={Grayscale: {num_output_channels: 3}}",
+            ],
             False,
         ),
         (["image_augmentations={RandomErasing: {}}"], False),  # a tensor transform on the image

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import onnx
@@ -24,7 +25,8 @@ from utils.errors import UserError
 from workflows.inference.evaluation import evaluate_checkpoint
 from workflows.inference.export import app_metadata, export_checkpoint
 from workflows.inference.prediction import predict_paths
-from workflows.training.fine_tuning import _new_head, resolve_init_from
+from workflows.training.fine_tuning import _new_head, output_layer, resolve_init_from
+from workflows.training.resume import load_resume_config
 from workflows.training.run import run_training
 
 PHOTO_CLASSES = ("Cab", "Van")
@@ -129,7 +131,7 @@ def test_new_classes_keep_the_features_and_renew_the_output_layer(tmp, source, p
     config, start = resolve_init_from(config_for(tmp / "t", photos, f"init_from={source}"))
     net = build_network("ghost", 2, 3, **config.arch_options())
     fresh = {k: v.clone() for k, v in net.state_dict().items()}
-    transfer = start.initialise(net, list(PHOTO_CLASSES), config)
+    transfer = start.initialise(net, list(PHOTO_CLASSES), output_layer(config))
     assert sorted(transfer.reinitialised) == sorted(GHOST_HEAD)
     assert not transfer.mismatched and not transfer.missing
     weights, theirs = net.state_dict(), net_weights(source)
@@ -139,7 +141,7 @@ def test_new_classes_keep_the_features_and_renew_the_output_layer(tmp, source, p
 
     # Same classes: the output layer is kept too.
     same = build_network("ghost", 3, 3, **config.arch_options())
-    start.initialise(same, start.meta.class_names, config)
+    start.initialise(same, start.meta.class_names, output_layer(config))
     assert all(torch.equal(same.state_dict()[k], v) for k, v in theirs.items())
 
 
@@ -253,3 +255,27 @@ def test_the_log_says_why_the_output_layer_is_new():
         "; the output layer is new, for 3 classes (the checkpoint has 2)"
     )
     assert "named otherwise than the checkpoint's" in _new_head(["a", "x"], ["a", "b"])
+
+
+def test_a5_resuming_a_fine_tuned_run_refuses_a_new_freeze_epochs_and_needs_no_source(
+    tmp, source, photos, tmp_path, monkeypatch
+):
+    """Issue 23, A.5: a changed freeze_epochs crashed with a traceback after rewriting the run's
+    config.yml and summary.json; a resume refused once the init_from checkpoint had moved."""
+    moved = tmp_path / "src.ckpt"
+    shutil.copy(source, moved)
+    config = config_for(tmp_path, photos, f"init_from={moved}", "freeze_epochs=1")
+    run = run_training(config, progress_bar=False).run
+    moved.unlink()  # resuming needs the run's own checkpoint only
+    monkeypatch.chdir(tmp_path)
+    before = {name: (run.path / name).read_bytes() for name in ("config.yml", "summary.json")}
+    config, point = load_resume_config(
+        str(run.path), None, ["num_epochs=2", "freeze_epochs=0"], None
+    )
+    with pytest.raises(UserError, match="changes freeze_epochs"):
+        run_training(config, progress_bar=False, resume=point)
+    assert {name: (run.path / name).read_bytes() for name in before} == before
+    config, point = load_resume_config(str(run.path), None, ["num_epochs=2"], None)
+    resumed = run_training(config, progress_bar=False, resume=point)
+    assert resumed.summary["epochs_run"] == 2 and resumed.summary["init_from"] == str(moved)
+    assert resumed.summary["freeze_epochs"] == 1

@@ -14,7 +14,7 @@ from models.architectures.ghostnet import (
     GhostNet,
     _make_divisible,
 )
-from models.model_report import count_gmacs
+from models.network_costs import count_gmacs
 
 
 @pytest.mark.parametrize(

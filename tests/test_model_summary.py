@@ -8,8 +8,8 @@ import pytest
 
 import model_summary
 from configuration import TEMPLATE_PATH
-from models.model_report import format_table, summarize
-from utils.errors import UserError, run_cli
+from models.network_costs import format_table, summarize
+from utils.errors import UserError
 
 
 def test_summarize_ghost_imagenet():
@@ -100,31 +100,24 @@ def test_main_defaults_to_template_and_prints_table(capsys, tmp_path, monkeypatc
     assert "ghost" in out and "3,041,412" in out and "227x227" in out
 
 
-def test_main_unknown_architecture_exits_2(capsys):
-    with pytest.raises(SystemExit) as info:
-        model_summary.run_cli(
-            lambda: model_summary.main(["-c", str(TEMPLATE_PATH), "--architecture", "nope"])
-        )
-    assert info.value.code == 2
-    assert "unknown architecture 'nope'" in capsys.readouterr().err
+def test_main_unknown_architecture_exits_2(run_script):
+    argv = ["-c", str(TEMPLATE_PATH), "--architecture", "nope"]
+    code, _, err = run_script(model_summary, argv)
+    assert code == 2
+    assert "unknown architecture 'nope'" in err
 
 
 @pytest.mark.parametrize("sides", [["0", "224"], ["100000", "100000"]])
-def test_main_bad_image_size_exits_2(capsys, sides):
-    with pytest.raises(SystemExit) as info:
-        model_summary.run_cli(
-            lambda: model_summary.main(["-c", str(TEMPLATE_PATH), "--image-size", *sides])
-        )
-    assert info.value.code == 2
-    assert "--image-size must be two whole numbers from 1 to 4096" in capsys.readouterr().err
+def test_main_bad_image_size_exits_2(run_script, sides):
+    code, _, err = run_script(model_summary, ["-c", str(TEMPLATE_PATH), "--image-size", *sides])
+    assert code == 2
+    assert "--image-size must be two whole numbers from 1 to 4096" in err
 
 
 @pytest.mark.parametrize("setting", ["width_mult=100", "out_channels=1000000000"])
-def test_a_network_too_wide_to_build_is_refused_before_it_is_built(capsys, setting):
-    with pytest.raises(SystemExit) as info:
-        model_summary.run_cli(lambda: model_summary.main(["--repeats", "0", "--set", setting]))
-    err = capsys.readouterr().err
-    assert info.value.code == 2 and "less than or equal to" in err, err
+def test_a_network_too_wide_to_build_is_refused_before_it_is_built(run_script, setting):
+    code, _, err = run_script(model_summary, ["--repeats", "0", "--set", setting])
+    assert code == 2 and "less than or equal to" in err, err
 
 
 def test_main_argparse_error_exits_2():
@@ -133,12 +126,8 @@ def test_main_argparse_error_exits_2():
     assert info.value.code == 2
 
 
-def test_cli_rejects_a_ghost_option_for_another_architecture(capsys):
-    with pytest.raises(SystemExit) as info:
-        run_cli(
-            lambda: model_summary.main(
-                ["--architecture", "mob_v2", "--set", "dropout=0.5", "--repeats", "0"]
-            )
-        )
-    assert info.value.code == 2
-    assert "dropout" in capsys.readouterr().err
+def test_cli_rejects_a_ghost_option_for_another_architecture(run_script):
+    argv = ["--architecture", "mob_v2", "--set", "dropout=0.5", "--repeats", "0"]
+    code, _, err = run_script(model_summary, argv)
+    assert code == 2
+    assert "dropout" in err

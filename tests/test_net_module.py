@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from models.label_smoothing_ce import LabelSmoothingCrossEntropy
 from models.net_module import NetModule
-from utils.logger import lightning_quiet
+from utils.logger import lightning_info_off
 from workflows.training.callbacks import make_trainer
 from workflows.training.interruptions import FiniteLossGuard, NonFiniteLoss
 
@@ -26,7 +26,7 @@ def test_test_stage_reports_what_a_direct_computation_gives():
     trainer = make_trainer(
         max_epochs=None, accelerator="cpu", devices=1, callbacks=[], progress_bar=False
     )
-    with lightning_quiet():
+    with lightning_info_off():
         trainer.test(module, dataloaders=loader, verbose=False)
     results = module.test_results
 

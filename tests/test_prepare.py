@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import time
@@ -465,50 +464,23 @@ def test_unrecognised_raw_dir_exits_2_with_the_expected_files(tmp_path, capsys, 
     assert not (tmp_path / "out").exists()
 
 
-def test_script_exit_code_2_without_traceback(tmp_path):
+def test_script_exit_code_2_without_traceback(tmp_path, run_script):
     missing = tmp_path / "nowhere"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "prepare_stanford_dataset.py"),
-            "--raw-dir",
-            str(missing),
-            "--out-dir",
-            str(tmp_path / "out"),
-            "--quiet",
-        ],
-        cwd=tmp_path,  # its log file goes to ./logs
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert result.returncode == 2
-    assert result.stderr.startswith("error: The raw data folder")
-    assert "car_ims.tgz" in result.stderr and "Traceback" not in result.stderr
+    argv = ["--raw-dir", str(missing), "--out-dir", str(tmp_path / "out"), "--quiet"]
+    code, _, err = run_script(prepare_stanford_dataset, argv, cwd=tmp_path)  # logs to ./logs
+    assert code == 2
+    assert err.startswith("error: The raw data folder")
+    assert "car_ims.tgz" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
 
-def test_script_succeeds(tmp_path):
+def test_script_succeeds(tmp_path, run_script):
     raw = make_sample_raw(tmp_path / "raw", "original")
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "prepare_stanford_dataset.py"),
-            "--raw-dir",
-            str(raw),
-            "--out-dir",
-            str(tmp_path / "out"),
-        ],
-        cwd=tmp_path,  # its log file goes to ./logs
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Found the 'original' Stanford Cars release" in result.stderr
-    assert "12 train and 6 test images, 3 classes" in result.stdout
+    argv = ["--raw-dir", str(raw), "--out-dir", str(tmp_path / "out")]
+    code, out, err = run_script(prepare_stanford_dataset, argv, cwd=tmp_path)  # logs to ./logs
+    assert code == 0, err
+    assert "Found the 'original' Stanford Cars release" in err
+    assert "12 train and 6 test images, 3 classes" in out
 
 
 def test_bad_cli_argument_exits_2(capsys):

@@ -3,9 +3,6 @@ prepared by the original code, the day's log file."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -90,23 +87,16 @@ def test_force_still_leaves_a_foreign_folder_alone(tmp_path):
     assert (out / "thesis.docx").read_text() == "mine"
 
 
-def test_script_archives_and_logs_to_the_daily_file(tmp_path):
+def test_script_archives_and_logs_to_the_daily_file(tmp_path, run_script):
     raw = make_sample_raw(tmp_path / "raw", "updated")
     (tmp_path / "config.yml").write_text(
         f"stanford_raw_data_path: '{raw}'\nstanford_data_path: 'input/stanford'\n"
         "logging_dir: 'mylogs'\nloglevel: NOTSET\n"
     )
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--archive"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert result.returncode == 0, result.stderr
+    code, out, err = run_script(prepare_stanford_dataset, ["--archive"], cwd=tmp_path)
+    assert code == 0, err
     archive = tmp_path / "input" / "stanford.tar.gz"
-    assert f"Packed for train_colab.ipynb: {Path('input/stanford.tar.gz')}" in result.stdout
+    assert f"Packed for train_colab.ipynb: {Path('input/stanford.tar.gz')}" in out
     with tarfile.open(archive) as tar:
         assert "stanford/train_labels.csv" in tar.getnames()
     (log_file,) = (tmp_path / "mylogs").glob("*.log")

@@ -7,9 +7,31 @@ import json
 import pytest
 
 from utils.errors import UserError
-from utils.hardware import external_launch_id, is_first_process
-from workflows.runs.run_folder import LAUNCH_WAIT_ENV, LAUNCHES_DIR, RUN_DIR_ENV, RunFolder
-from workflows.runs.run_seed import RUN_SEED_ENV, with_run_seed
+from workflows.runs.launch import (
+    LAUNCH_WAIT_ENV,
+    LAUNCHES_DIR,
+    RUN_DIR_ENV,
+    RUN_SEED_ENV,
+    Launch,
+)
+from workflows.runs.run_folder import RunFolder
+
+
+def is_first_process() -> bool:
+    return Launch.resolve().first
+
+
+def external_launch_id() -> str | None:
+    return Launch.resolve().launch_id
+
+
+def with_run_seed(config):
+    return config.model_copy(update={"seed": Launch.resolve().seed(config)})
+
+
+def create_or_join(output_path, architecture):
+    return Launch.resolve().run_folder(output_path, architecture)
+
 
 LAUNCH_VARIABLES = (
     "RANK",
@@ -69,10 +91,10 @@ def test_the_run_of_a_checkpoint(tmp_path):
 def test_ddp_worker_joins_the_launchers_folder(tmp_path, one_process):
     monkeypatch = one_process
     monkeypatch.setenv("LOCAL_RANK", "0")
-    launcher, created = RunFolder.create_or_join(tmp_path, "ghost")
+    launcher, created = create_or_join(tmp_path, "ghost")
     assert created
     monkeypatch.setenv("LOCAL_RANK", "1")  # the same command, started again for rank 1
-    worker, created = RunFolder.create_or_join(tmp_path, "ghost")
+    worker, created = create_or_join(tmp_path, "ghost")
     assert not created and worker.path == launcher.path
     assert len(list(tmp_path.iterdir())) == 1
 
@@ -80,7 +102,7 @@ def test_ddp_worker_joins_the_launchers_folder(tmp_path, one_process):
 def test_a_worker_process_without_its_launcher_is_told_how_to_start_nodes(tmp_path, one_process):
     one_process.setenv("NODE_RANK", "1")  # a second node started by hand
     with pytest.raises(UserError, match="torchrun or SLURM"):
-        RunFolder.create_or_join(tmp_path, "ghost")
+        create_or_join(tmp_path, "ghost")
     assert not any(tmp_path.iterdir())
 
 
@@ -107,7 +129,7 @@ def test_processes_started_on_their_own_share_one_folder_and_seed(
         assert external_launch_id() is not None
         seeds.append(with_run_seed(config).seed)
         monkeypatch.delenv(RUN_SEED_ENV, raising=False)  # not inherited: its own process
-        folders.append(RunFolder.create_or_join(tmp_path, "ghost"))
+        folders.append(create_or_join(tmp_path, "ghost"))
     (first, created_first), (second, created_second) = folders
     assert created_first and not created_second and second.path == first.path.resolve()
     assert seeds[0] == seeds[1]
@@ -122,20 +144,20 @@ def test_a_process_waiting_for_a_first_one_that_never_comes_is_a_user_error(tmp_
         one_process.setenv(name, value)
     one_process.setenv(LAUNCH_WAIT_ENV, "0.5")
     with pytest.raises(UserError, match="rank 0"):
-        RunFolder.create_or_join(tmp_path, "ghost")
+        create_or_join(tmp_path, "ghost")
 
 
 def test_a_pointer_left_by_an_earlier_launch_with_the_same_id_is_not_joined(tmp_path, one_process):
     for name, value in {"TORCHELASTIC_RUN_ID": "reused", "WORLD_SIZE": "2", "RANK": "0"}.items():
         one_process.setenv(name, value)
-    earlier, _ = RunFolder.create_or_join(tmp_path, "ghost")
+    earlier, _ = create_or_join(tmp_path, "ghost")
     pointer = tmp_path / LAUNCHES_DIR / "torchrun-reused.json"
     named = json.loads(pointer.read_text())
     pointer.write_text(json.dumps({**named, "created": named["created"] - 3600}))  # an hour ago
     one_process.setenv("RANK", "1")
     one_process.setenv(LAUNCH_WAIT_ENV, "0.5")
     with pytest.raises(UserError, match="waited"):
-        RunFolder.create_or_join(tmp_path, "ghost")
+        create_or_join(tmp_path, "ghost")
     assert earlier.path.is_dir()
 
 

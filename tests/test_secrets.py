@@ -5,17 +5,16 @@ user name and password of a URL (an MLflow server's, a sweep's database)."""
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+import train
 from utils.errors import UserError
 from utils.text import without_credentials
+from workflows.runs import stores
 from workflows.sweep import study as sweep_study
 from workflows.training.run import run_training
 
@@ -25,15 +24,15 @@ TOKEN = "nep-SECRET-0a1b2c3d4e5f-token"
 
 @pytest.mark.slow
 @pytest.mark.parametrize("way", ["config", "environment"])
-def test_the_token_is_written_nowhere(tmp_path, prepared_data, way):
+def test_the_token_is_written_nowhere(tmp_path, prepared_data, way, monkeypatch, run_script):
     config = tmp_path / "config.yml"
     text = (ROOT / "config_template.yml").read_text()
-    env = {k: v for k, v in os.environ.items() if k != "NEPTUNE_API_TOKEN"}
+    monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
     if way == "config":  # the template's placeholder line, filled in
         text = text.replace("'<neptune.ai API token>'", f"'{TOKEN}'", 1)
         assert TOKEN in text
     else:
-        env["NEPTUNE_API_TOKEN"] = TOKEN
+        monkeypatch.setenv("NEPTUNE_API_TOKEN", TOKEN)
     config.write_text(text)
     sets = [
         "image_size=[48,48]",
@@ -48,19 +47,12 @@ def test_the_token_is_written_nowhere(tmp_path, prepared_data, way):
         f"output_path={tmp_path / 'output'}",
         f"logging_dir={tmp_path / 'logs'}",
     ]
-    command = [sys.executable, str(ROOT / "train.py"), "-c", str(config), "-d", str(prepared_data)]
+    argv = ["-c", str(config), "-d", str(prepared_data), "--no-progress"]
     for item in sets:
-        command += ["--set", item]
-    proc = subprocess.run(
-        [*command, "--no-progress"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert TOKEN not in proc.stdout and TOKEN not in proc.stderr
+        argv += ["--set", item]
+    code, out, err = run_script(train, argv, cwd=tmp_path)
+    assert code == 0, err
+    assert TOKEN not in out and TOKEN not in err
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p != config]
     assert any(p.suffix == ".ckpt" for p in written) and any(
         p.name == "config.yml" for p in written
@@ -83,7 +75,10 @@ def _free_port() -> int:
     [
         ("http://alice:S3cretPw@127.0.0.1:5917", "http://127.0.0.1:5917"),
         ("postgresql://alice:S3c@ret@db:1/sweeps", "postgresql://db:1/sweeps"),
-        ("failed: 'https://bob@h/api/x?a=b@c' (refused)", "failed: 'https://h/api/x?a=b@c' (refused)"),
+        (
+            "failed: 'https://bob@h/api/x?a=b@c' (refused)",
+            "failed: 'https://h/api/x?a=b@c' (refused)",
+        ),
         ("sqlite:////data/a@b/mlflow.db", "sqlite:////data/a@b/mlflow.db"),
         ("write to alice@example.com", "write to alice@example.com"),
     ],
@@ -104,7 +99,9 @@ def test_mlflow_url_password_is_not_written_or_logged(tmp_path, fast_config, cap
     assert "MLflow tracker" in caplog.text and URL_PASSWORD not in caplog.text
     saved = yaml.safe_load((result.run_dir / "config.yml").read_text())
     assert saved["mlflow_tracking_uri"] == without_credentials(uri)
-    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and URL_PASSWORD.encode() in p.read_bytes()]
+    leaks = [
+        p for p in tmp_path.rglob("*") if p.is_file() and URL_PASSWORD.encode() in p.read_bytes()
+    ]
     assert leaks == []
 
 
@@ -113,7 +110,7 @@ def test_sweep_storage_password_is_not_echoed(tmp_path, fast_config, monkeypatch
     config = tmp_path / "config.yml"
     config.write_text(yaml.safe_dump(fast_config("num_epochs=1").to_public_dict()))
     storage = f"postgresql://alice:{URL_PASSWORD}@127.0.0.1:1/sweeps"
-    monkeypatch.setattr(sweep_study.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(stores.time, "sleep", lambda seconds: None)  # the opening retries
     with caplog.at_level(logging.INFO), pytest.raises(UserError) as info:
         sweep_study.run_sweep(config, [], None, ["seed=1,2"], storage=storage)
     assert "postgresql://127.0.0.1:1/sweeps" in str(info.value)

@@ -15,7 +15,7 @@ from models.arch_dict import build_network
 from models.net_module import NetModule
 from models.speed import prepare_network
 from utils.errors import UserError
-from utils.logger import lightning_quiet
+from utils.logger import lightning_info_off
 from workflows.training.callbacks import make_trainer
 from workflows.training.run import build_datamodule, run_training
 
@@ -59,7 +59,7 @@ def test_a_larger_validation_batch_gives_the_same_numbers(fast_config):
         trainer = make_trainer(
             max_epochs=None, accelerator="cpu", devices=1, callbacks=[], progress_bar=False
         )
-        with lightning_quiet():
+        with lightning_info_off():
             trainer.validate(module, datamodule=data, verbose=False)
         metrics.append(module.epoch_metrics)
     assert sizes == [(4, 4), (4, 8)]  # fast_config's batch_size is 4; training keeps it

@@ -7,22 +7,26 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 import pytest
 import yaml
 
 import train
-from utils.errors import UserError
+from datasets.prepare import prepare_dataset
+from datasets.sample_data import make_sample_raw
+from utils.errors import UserError, run_cli
 from workflows.runs.run_folder import RunFolder
 from workflows.sweep import study as sweep
 from workflows.sweep.axes import parse_axes, sweep_name
 from workflows.sweep.study import run_sweep
+from workflows.training.interruptions import RunInterrupted
 
 ROOT = Path(__file__).resolve().parent.parent
 WD = "optimizer_params.weight_decay"
@@ -32,6 +36,7 @@ FAKE_TRAINING = """
 import itertools, json
 from types import SimpleNamespace
 from workflows.runs.run_folder import RunFolder
+from workflows.training.interruptions import RunInterrupted
 
 _counter = itertools.count()
 
@@ -93,7 +98,8 @@ def test_two_values_make_two_runs_and_a_table(config_file, tmp_path, monkeypatch
     result = run_sweep(config_file, [], None, [f"{WD}=0.3,0.6"])
     output = tmp_path / "output"
     assert result.trained == 2 and _trained_values(output) == [0.3, 0.6]
-    assert "optimizer_params.weight_decay" in result.table and result.table.count("ghost") == 2
+    runs_table = result.table.split("| Metric |")[0]  # the thesis's table follows, a column per run
+    assert "optimizer_params.weight_decay" in runs_table and runs_table.count("ghost") == 2
     assert (result.report["summary.md"]).is_file()
     for config in output.glob("*/config.yml"):
         assert f"sweep:{result.name}" in yaml.safe_load(config.read_text())["tags"]
@@ -108,7 +114,7 @@ def test_an_interrupted_sweep_goes_on_where_it_stopped(config_file, tmp_path, mo
         calls.append(config.optimizer_params["weight_decay"])
         result = fake_run_training(config)
         if len(calls) == 2 and stop_once and stop_once.pop():  # Ctrl-C during the 2nd run
-            result.stopped_by = SimpleNamespace(signal_name="SIGINT", exit_code=130)
+            result.stopped_by = RunInterrupted(signal.SIGINT)
         return result
 
     monkeypatch.setattr(sweep, "run_training", stopped_on_second)
@@ -244,3 +250,157 @@ def test_a_sweep_refuses_one_launch_of_several_processes(
         run_sweep(config_file, [], None, ["optimizer_params.weight_decay=0.3,0.4"])
     assert "CUDA_VISIBLE_DEVICES" in str(err.value)
     assert not list(tmp_path.glob("**/sweeps.db"))  # refused before the study is opened
+
+
+# ---- defects (issue 23): each test reproduces one ---------------------------------------------
+def _never_more_than(limit: int, training):
+    """``training``, but a run past ``limit`` ends the test instead of hanging it (a
+    BaseException, which Optuna lets through)."""
+    calls = []
+
+    def counted(config, progress_bar=True, callbacks=None):
+        calls.append(config)
+        if len(calls) > limit:
+            pytest.fail(f"the sweep started a run number {len(calls)}; it should have ended")
+        return training(config, progress_bar, callbacks)
+
+    return counted, calls
+
+
+def _always_fails(config, progress_bar=True, callbacks=None):
+    raise UserError("no image in the data folder")
+
+
+def test_a_trials_search_whose_every_trial_fails_ends_with_exit_2(config_file, monkeypatch, capsys):
+    training, calls = _never_more_than(20, _always_fails)
+    monkeypatch.setattr(sweep, "run_training", training)
+    argv = ["-c", str(config_file), "--sweep", "optimizer_params.lr=0.001..0.01", "--trials", "2"]
+    assert train.main([*argv, "--no-progress"]) == 2
+    assert len(calls) == 2  # failed trials count towards --trials
+    assert "error: all 2 run(s) of the sweep failed" in capsys.readouterr().err
+
+
+def test_a_long_trials_search_stops_after_failures_in_a_row(config_file, monkeypatch, capsys):
+    training, calls = _never_more_than(20, _always_fails)
+    monkeypatch.setattr(sweep, "run_training", training)
+    argv = ["-c", str(config_file), "--sweep", "optimizer_params.lr=0.001..0.01", "--trials", "50"]
+    assert train.main([*argv, "--no-progress"]) == 2
+    assert len(calls) == sweep.MAX_FAILURES_IN_A_ROW
+    assert f"error: {sweep.MAX_FAILURES_IN_A_ROW} runs in a row failed" in capsys.readouterr().err
+
+
+def _states(output: Path) -> list[optuna.trial.TrialState]:
+    """The states of the trials of the one study in ``output``'s sweeps.db."""
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{output / 'sweeps.db'}")
+    return [t.state for t in study.get_trials()]
+
+
+def test_a_killed_sweeps_run_is_trained_on_the_next_start(config_file, monkeypatch, tmp_path):
+    """kill -9 mid-run leaves its trial RUNNING; once its heartbeat is stale the next start
+    trains that combination (it used to say "0 run(s) trained here" for good)."""
+    monkeypatch.setenv(sweep.HEARTBEAT_ENV, "1")
+    killed = []
+
+    def killed_on_first(config, progress_bar=True, callbacks=None):
+        if not killed:
+            killed.append(config.seed)
+            time.sleep(1.5)  # a heartbeat is written
+            raise SystemExit(137)  # like SIGKILL: Optuna never hears of the trial again
+        return fake_run_training(config)
+
+    monkeypatch.setattr(sweep, "run_training", killed_on_first)
+    spec = ["seed=1,2"]
+    with pytest.raises(SystemExit):
+        run_sweep(config_file, [], None, spec)
+    time.sleep(2.5)  # past twice the heartbeat
+    training, calls = _never_more_than(5, fake_run_training)
+    monkeypatch.setattr(sweep, "run_training", training)
+    result = run_sweep(config_file, [], None, spec)
+    assert sorted(c.seed for c in calls) == [1, 2] and result.trained == 2
+    assert "failed" not in result.table  # the killed attempt's row gave way to the new run
+    assert optuna.trial.TrialState.RUNNING not in _states(tmp_path / "output")
+
+
+def test_sigterm_between_runs_exits_143_and_the_run_is_trained_next_time(
+    config_file, monkeypatch, capsys, tmp_path
+):
+    def sigterm_while_setting_up_the_second(config, progress_bar=True, callbacks=None):
+        if config.optimizer_params["weight_decay"] == 0.4:
+            os.kill(os.getpid(), signal.SIGTERM)  # the sweep's handler raises here
+            time.sleep(5)
+        return fake_run_training(config)
+
+    def unhandled(signum, frame):  # in place of the default action, which would end pytest
+        raise AssertionError("SIGTERM reached the default handler")
+
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        monkeypatch.setattr(sweep, "run_training", sigterm_while_setting_up_the_second)
+        argv = ["-c", str(config_file), "--sweep", f"{WD}=0.3,0.4,0.5", "--no-progress"]
+        assert train.main(argv) == 143
+        assert "stopped by SIGTERM" in capsys.readouterr().err
+        assert optuna.trial.TrialState.RUNNING not in _states(tmp_path / "output")
+        monkeypatch.setattr(sweep, "run_training", fake_run_training)
+        assert train.main(argv) == 0
+        assert "2 run(s) trained here" in capsys.readouterr().out  # 0.4 again, and 0.5
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_during_a_sweeps_run_exits_143(config_file, monkeypatch):
+    def stopped_by_sigterm(config, progress_bar=True, callbacks=None):
+        result = fake_run_training(config)
+        result.stopped_by = RunInterrupted(signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(sweep, "run_training", stopped_by_sigterm)
+    argv = ["-c", str(config_file), "--sweep", f"{WD}=0.3,0.4", "--no-progress"]
+    assert train.main(argv) == 143
+
+
+def test_the_same_sweep_on_other_data_trains_again(config_file, monkeypatch, tmp_path):
+    raw = make_sample_raw(tmp_path / "raw5", num_classes=5, train_per_class=2, test_per_class=1)
+    five = tmp_path / "five"
+    prepare_dataset(raw, five, progress=False)
+    monkeypatch.setattr(sweep, "run_training", fake_run_training)
+    spec = [f"{WD}=0.3,0.6"]
+    three = run_sweep(config_file, [], None, spec)
+    other = run_sweep(config_file, [], str(five), spec)
+    assert three.trained == 2 and other.trained == 2 and other.name != three.name
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_a_sweep_with_an_unusable_output_path_is_one_error_line(
+    config_file, tmp_path, monkeypatch, capsys, where
+):
+    monkeypatch.setattr(sweep, "run_training", lambda *a, **k: pytest.fail("a run started"))
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    output = blocker if where == "a file" else blocker / "output"
+    argv = ["-c", str(config_file), "--set", f"output_path={output}", "--sweep", f"{WD}=0.3,0.4"]
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: train.main(argv))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: key 'output_path'")
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_finished_sweep_run_again_says_it_is_done_and_prints_its_table(
+    config_file, monkeypatch, capsys
+):
+    monkeypatch.setattr(sweep, "run_training", fake_run_training)
+    argv = ["-c", str(config_file), "--sweep", f"{WD}=0.3,0.6", "--no-progress"]
+    assert train.main(argv) == 0
+    capsys.readouterr()
+    assert train.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "All 2 combinations of this sweep are already done" in out
+    assert out.count("| ghost") == 2
+
+
+def test_a_postgresql_storage_without_its_driver_says_what_to_install(config_file, monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg -> ImportError
+    url = "postgresql://alice:S3cretPass@127.0.0.1:1/sweeps"
+    with pytest.raises(UserError, match="postgres_requirements.txt") as err:
+        run_sweep(config_file, [], None, [f"{WD}=0.3,0.4"], storage=url)
+    assert "S3cretPass" not in str(err.value)

@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from configuration import TEMPLATE_PATH, load_config
+from utils.logger import setup_logging
 from workflows.runs.run_folder import RunFolder
 from workflows.tracking import base as tracker_base
 from workflows.tracking import trackers as tracking
@@ -34,7 +35,10 @@ from workflows.tracking.trackers import (
     mlflow_uri,
     thesis_params,
 )
+from workflows.training import callbacks
 from workflows.training.checkpoint_io import AtomicCheckpointIO
+from workflows.training.epoch_log import epoch_line
+from workflows.training.preflight import warn_small_data
 from workflows.training.resume import load_resume_config
 from workflows.training.run import run_training
 
@@ -140,7 +144,18 @@ def test_every_tracker_gets_the_run_and_no_file_holds_the_token(
     }
     rows = result.summary
     assert min(valid_loss.values()) == pytest.approx(rows["min_valid_loss"])
-    assert mlrun.data.metrics["max_valid_acc"] == pytest.approx(rows["max_valid_acc"])
+    # the chart page: the five per-epoch series alone; the summary as tags, apart
+    assert set(mlrun.data.metrics) == set(METRICS)
+    summary_tag = float(mlrun.data.tags["summary.max_valid_acc"])
+    assert summary_tag == pytest.approx(rows["max_valid_acc"], abs=1e-6)
+    assert mlrun.data.tags["summary.epochs_run"] == "2"
+    assert mlrun.data.tags["summary.early_stopped"] == "False"
+    lr = client.get_metric_history(mlrun.info.run_id, "lr")
+    assert {m.value for m in lr} == {0.001}  # not float32's 0.0010000000474974513
+    # the end of the run says how to open it
+    page = f"#/experiments/{experiment.experiment_id}/runs/{mlrun.info.run_id}"
+    (hint,) = [r.getMessage() for r in caplog.records if page in r.getMessage()]
+    assert "mlflow ui --backend-store-uri sqlite:///" in hint and "mlflow.db" in hint
     assert mlrun.data.tags["4.2.14"] == "true" and mlrun.data.tags["tags"] == "4.2.14, smoke"
     assert mlrun.data.tags["mlflow.note.content"] == "weight decay 0.6"
     artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
@@ -322,6 +337,7 @@ def _tensorboard_steps(run_dir: Path, key: str) -> list[int]:
     return [e.step for e in events.Scalars(key)]
 
 
+@pytest.mark.slow  # about a minute on 2 busy cores: resumes a run under every tracker
 def test_a_resumed_run_goes_on_in_the_same_tracker_runs(fast_config, tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     config = fast_config(
@@ -344,7 +360,7 @@ def test_a_resumed_run_goes_on_in_the_same_tracker_runs(fast_config, tmp_path, m
     assert mlrun.data.params["max_num_epochs"] == "2"
     assert mlrun.data.tags["resumed.max_num_epochs"] == "3"
     assert mlrun.data.tags["resumed_at_epoch"] == "2"
-    assert mlrun.data.metrics["epochs_run"] == 3
+    assert mlrun.data.tags["summary.epochs_run"] == "3"
 
     for key in METRICS:
         assert _tensorboard_steps(first.run_dir, key) == [0, 1, 2], key
@@ -363,6 +379,7 @@ def test_a_resumed_run_goes_on_in_the_same_tracker_runs(fast_config, tmp_path, m
     ]
 
 
+@pytest.mark.slow  # about a minute on 2 busy cores: trains, interrupts and resumes
 def test_tensorboard_hides_what_the_interrupted_process_logged_after_its_checkpoint(
     fast_config, tmp_path, monkeypatch
 ):
@@ -390,6 +407,7 @@ def test_tensorboard_hides_what_the_interrupted_process_logged_after_its_checkpo
     assert logged == pytest.approx(rows)  # epoch 2 as the resumed run trained it
 
 
+@pytest.mark.slow  # about a minute on 2 busy cores: trains, interrupts and resumes
 def test_a_deleted_mlflow_run_gets_a_new_one_and_one_warning(
     fast_config, tmp_path, monkeypatch, caplog
 ):
@@ -476,3 +494,61 @@ def test_neptune_online_continues_the_stored_run(tmp_path, monkeypatch):
 def test_the_stored_tracking_uri_holds_no_password():
     assert public_uri("http://me:s3cret@host:5000/x") == "http://host:5000/x"
     assert public_uri("sqlite:////data/out/mlflow.db") == "sqlite:////data/out/mlflow.db"
+
+
+def test_a_run_without_bars_logs_one_line_per_epoch_to_console_and_file(
+    fast_config, tmp_path, monkeypatch, capfd
+):
+    monkeypatch.setattr(callbacks, "on_terminal", lambda: True)  # bars asked for and possible
+    log_file = setup_logging(tmp_path / "logs")
+    try:
+        # batch_size above the 18 training images: one step per epoch, warned about
+        run_training(fast_config("batch_size=32"), progress_bar=False)
+    finally:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if hasattr(h, "_cars_handler")]:
+            root.removeHandler(handler)
+            handler.close()
+    err = capfd.readouterr().err
+    written = log_file.read_text(encoding="utf-8")
+    for text in (err, written):
+        lines = [line for line in text.splitlines() if " - INFO - " in line and "epoch " in line]
+        epochs = [line.split(" - ")[-1] for line in lines if "train_loss" in line]
+        assert [e.split("  ")[0] for e in epochs] == ["epoch 1/2", "epoch 2/2"], text
+        assert epochs[0].endswith("  best")  # the first epoch is the best so far
+        for field in ("train_loss ", "train_acc ", "valid_loss ", "valid_acc ", "lr 1.0e-03"):
+            assert field in epochs[1]
+        assert "batch_size 32 is at or above the 18 training images" in text
+        assert "--set batch_size=4 (5 steps per epoch)" in text
+    assert "it/s" not in err  # no bars were drawn
+
+
+def test_epoch_line_format_and_small_data_warning(caplog):
+    metrics = {
+        "epoch": 2,
+        "train_loss": 1.2341,
+        "train_acc": 0.5512,
+        "valid_loss": 1.4563,
+        "valid_acc": 0.4821,
+        "lr": 0.001,
+    }
+    assert epoch_line(metrics, 129, 12.34) == (
+        "epoch 3/129  train_loss 1.234  train_acc 55.1%  valid_loss 1.456  valid_acc 48.2%  "
+        "lr 1.0e-03  12.3 s"
+    )
+    assert "valid_loss -" in epoch_line({"epoch": 0}, "?", 1.0)
+    caplog.set_level(logging.WARNING)
+    warn_small_data(64, 65)
+    assert not caplog.records
+    warn_small_data(64, 40)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "batch_size 64 is at or above the 40 training images" in warning
+    assert "--set batch_size=8 (5 steps per epoch)" in warning
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    monkeypatch.setattr(callbacks, "on_terminal", lambda: False)
+    trainer = callbacks.make_trainer(
+        max_epochs=1, accelerator="cpu", devices=1, callbacks=[], progress_bar=True
+    )
+    assert not any(isinstance(c, callbacks.EpochProgressBar) for c in trainer.callbacks)

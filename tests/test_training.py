@@ -1,6 +1,5 @@
 import csv
 import json
-import logging
 import re
 import shutil
 import subprocess
@@ -41,16 +40,25 @@ def run_train_cli(
 ) -> subprocess.CompletedProcess:
     """``python train.py`` in a fresh process, from ``tmp_path``, on the template config;
     ``launcher`` goes between the interpreter and the script (e.g. ``-m torch.distributed.run``)."""
+    argv = _argv(tmp_path, data_path, *overrides)
+    command = [sys.executable, *launcher, str(ROOT / "train.py"), *argv]
+    return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+
+def train_in_process(run_script, tmp_path, data_path, *overrides: str):
+    """``run_train_cli``'s command run in this process: what it prints and writes, without
+    paying a fresh interpreter."""
+    return run_script(train, _argv(tmp_path, data_path, *overrides), cwd=tmp_path)
+
+
+def _argv(tmp_path, data_path, *overrides: str) -> list[str]:
     config = tmp_path / "config.yml"
     config.write_text((ROOT / "config_template.yml").read_text())
-    command = [sys.executable, *launcher, str(ROOT / "train.py"), "-c", str(config)]
-    command += ["-d", str(data_path)]
+    argv = ["-c", str(config), "-d", str(data_path), "--no-progress"]
     # The default MLflow store would sit beside the run folders these tests count.
     for item in ("log_to_mlflow=false", *overrides):
-        command += ["--set", item]
-    return subprocess.run(
-        command + ["--no-progress"], capture_output=True, text=True, cwd=tmp_path, timeout=300
-    )
+        argv += ["--set", item]
+    return argv
 
 
 def read_metrics(path):
@@ -167,49 +175,28 @@ def test_early_stopping_stops_and_is_recorded(fast_config):
     assert result.summary["epochs_run"] == 4  # best at epoch 0, then 3 epochs without improvement
 
 
-def test_train_cli_trains_a_non_ghostnet_architecture(tmp_path, prepared_data):
-    code = train.main(
-        [
-            "-c",
-            str(ROOT / "config_template.yml"),
-            "-d",
-            str(prepared_data),
-            "--set",
-            "architecture=shuff_v2_x05",
-            "--set",
-            "dropout=null",
-            "--set",
-            "out_channels=null",
-            "--set",
-            "num_epochs=1",
-            "--set",
-            "image_size=[64,64]",
-            "--set",
-            "batch_size=6",
-            "--set",
-            "num_workers=0",
-            "--set",
-            "accelerator=cpu",
-            "--set",
-            f"output_path={tmp_path / 'output'}",
-            "--set",
-            f"logging_dir={tmp_path / 'logs'}",
-            "--no-progress",
-        ]
+def test_train_cli_trains_a_non_ghostnet_architecture(tmp_path, prepared_data, run_script):
+    code, _, err = train_in_process(
+        run_script,
+        tmp_path,
+        prepared_data,
+        *("architecture=shuff_v2_x05", "dropout=null", "out_channels=null", "num_epochs=1"),
+        *("image_size=[64,64]", "batch_size=6", "num_workers=0", "accelerator=cpu"),
+        f"output_path={tmp_path / 'output'}",
+        f"logging_dir={tmp_path / 'logs'}",
     )
-    assert code == 0
-    # beside the run: the default MLflow store (mlflow.db, mlartifacts/)
+    assert code == 0, err
     (run,) = (tmp_path / "output").glob("*_*[0-9]")
     assert run.name.startswith("shuff_v2_x05_")
     net, meta = load_network(run / "checkpoints" / "best.ckpt")
     assert meta.architecture == "shuff_v2_x05" and meta.arch_options == {}
     assert net(torch.zeros(1, 3, 64, 64)).shape == (1, 3)
-    logging.getLogger().handlers.clear()
 
 
 @pytest.mark.slow
-def test_train_cli_end_to_end_with_log_file(tmp_path, prepared_data):
-    result = run_train_cli(
+def test_train_cli_end_to_end_with_log_file(tmp_path, prepared_data, run_script):
+    result = train_in_process(
+        run_script,
         tmp_path,
         prepared_data,
         "num_epochs=1",
@@ -218,18 +205,18 @@ def test_train_cli_end_to_end_with_log_file(tmp_path, prepared_data):
         "num_workers=0",
         "accelerator=cpu",
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.code == 0, result.err[-2000:]
     runs = list((tmp_path / "output").iterdir())
     assert len(runs) == 1 and (runs[0] / "checkpoints" / "best.ckpt").is_file()
-    assert f"Run folder: output/{runs[0].name}" in result.stdout
+    assert f"Run folder: output/{runs[0].name}" in result.out
     logs = list((tmp_path / "logs").glob("*.log"))
     assert len(logs) == 1 and re.fullmatch(r"\d{8}\.log", logs[0].name)
     line = next(x for x in logs[0].read_text().splitlines() if "trainable parameters" in x)
     # time - logger name - level - PID - message, as the thesis's log files
     assert re.match(
-        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - workflows\.training - INFO - \d+ - run ", line
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - workflows\.training(\.\w+)* - INFO - \d+ - run ",
+        line,
     )
-    logging.getLogger().handlers.clear()
 
 
 def test_unavailable_accelerator_is_a_user_error_and_leaves_no_run(fast_config, tmp_path):
@@ -271,10 +258,11 @@ def test_settings_that_cannot_train_stop_before_any_folder(
 
 
 @pytest.mark.parametrize("key", ["output_path", "logging_dir"])
-def test_unwritable_output_folders_are_user_errors(tmp_path, prepared_data, key):
+def test_unwritable_output_folders_are_user_errors(tmp_path, prepared_data, key, run_script):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    result = run_train_cli(
+    result = train_in_process(
+        run_script,
         tmp_path,
         prepared_data,
         f"{key}={blocker}",
@@ -282,16 +270,19 @@ def test_unwritable_output_folders_are_user_errors(tmp_path, prepared_data, key)
         "num_workers=0",
         "image_size=[32,32]",
     )
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert f"key '{key}'" in result.stderr and "Traceback" not in result.stderr
+    assert result.code == 2, result.err[-2000:]
+    assert f"key '{key}'" in result.err and "Traceback" not in result.err
 
 
-def test_corrupt_image_read_by_a_loader_worker_is_one_line_error(tmp_path, prepared_data):
+def test_corrupt_image_read_by_a_loader_worker_is_one_line_error(
+    tmp_path, prepared_data, run_script
+):
     data = tmp_path / "corrupt"
     shutil.copytree(prepared_data, data)
     victim = sorted((data / "train").iterdir())[3]  # not one the preflight reads
     victim.write_bytes(victim.read_bytes()[:40])
-    result = run_train_cli(
+    result = train_in_process(
+        run_script,
         tmp_path,
         data,
         "num_epochs=1",
@@ -301,10 +292,10 @@ def test_corrupt_image_read_by_a_loader_worker_is_one_line_error(tmp_path, prepa
         f"output_path={tmp_path / 'output'}",
         f"logging_dir={tmp_path / 'logs'}",
     )
-    assert result.returncode == 2, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.code == 2, result.err[-2000:]
+    errors = [line for line in result.err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and victim.name in errors[0]
-    assert "Traceback" not in result.stderr and "DataLoader worker" not in result.stderr
+    assert "Traceback" not in result.err and "DataLoader worker" not in result.err
     assert not any((tmp_path / "output").iterdir())  # no epoch finished: no run kept
     # Lightning's own lines go through our handlers, into the day's log file too.
     log_text = next((tmp_path / "logs").glob("*.log")).read_text()

@@ -31,8 +31,16 @@ def run_cli(main: Callable[[], int | None]) -> None:
 def user_message(err: UserError) -> str:
     """The message alone, also when a DataLoader worker raised it (PyTorch then wraps it in
     "Caught UserError in DataLoader worker process N" and the worker's whole traceback)."""
-    text = str(err)
-    if "Original Traceback" not in text:
-        return text
-    last = [line for line in text.strip().splitlines() if line.strip()][-1]
-    return last.split("UserError: ", 1)[-1]
+    if "Original Traceback" not in str(err):
+        return str(err)
+    return first_line(err).split("UserError: ", 1)[-1]
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's text ("" when it has none); for an error raised in a
+    DataLoader worker, the worker's own last line (the error it raised) instead of PyTorch's
+    wrapping."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        text = [line for line in text.splitlines() if line.strip()][-1]
+    return (text.splitlines() or [""])[0]

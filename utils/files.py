@@ -2,29 +2,49 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write to a temporary file beside ``path``, then rename it into place."""
+@contextlib.contextmanager
+def replacing(
+    path: str | Path, unwritable: Callable[[OSError], Exception] | None = None
+) -> Iterator[Path]:
+    """A new empty file beside ``path`` for the block to write: renamed over ``path``, with the
+    usual permissions, when the block ends; removed when it raises. A reader sees the old file
+    or the new one, never half of one. ``unwritable`` turns a failure to create the temporary
+    file (no such folder, no permission) into the caller's own error."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        give_umask_permissions(Path(tmp))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        if unwritable is None:
+            raise
+        raise unwritable(err) from None
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        give_umask_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write to a temporary file beside ``path``, then rename it into place."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -34,10 +34,13 @@ def physical_memory_bytes() -> int | None:
         return None
 
 
-def usable_workers(requested: int) -> tuple[int, str | None]:
-    """``requested`` loader workers, at most the CPUs this process may use; the second value
-    is the warning to log when the request was lowered (each worker is a process holding a
-    copy of the dataset: thousands of them exhaust the machine)."""
+def usable_workers(requested: int | None) -> tuple[int, str | None]:
+    """``requested`` loader workers (None: ``default_num_workers()``), at most the CPUs this
+    process may use; the second value is the warning to log when the request was lowered
+    (each worker is a process holding a copy of the dataset: thousands of them exhaust the
+    machine)."""
+    if requested is None:
+        return default_num_workers(), None
     cpus = available_cpus()
     if requested <= cpus:
         return requested, None

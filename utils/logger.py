@@ -68,7 +68,7 @@ class _DropAdverts(logging.Filter):
         return not str(record.getMessage()).startswith("💡 Tip")
 
 
-def quiet_lightning() -> None:
+def drop_lightning_noise() -> None:
     """Silence Lightning's messages that say nothing about the run (idempotent)."""
     rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropAdverts) for f in rank_zero.filters):
@@ -81,7 +81,7 @@ def quiet_lightning() -> None:
 
 
 @contextlib.contextmanager
-def lightning_quiet() -> Iterator[None]:
+def lightning_info_off() -> Iterator[None]:
     """Lightning's info lines and advice (GPU available, loader workers) off for the block: a
     one-off evaluation prints its own results, not the Trainer's setup."""
     loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]

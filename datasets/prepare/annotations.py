@@ -45,7 +45,7 @@ class ImageSource:
     annotations: list[RawAnnotation]
 
 
-def read_annotations(layout: Layout) -> tuple[list[str], list[ImageSource]]:
+def read_raw_annotations(layout: Layout) -> tuple[list[str], list[ImageSource]]:
     """The class names (index = class id - 1) and where each annotated image is to be found."""
     files = layout.files
     devkit = _read_devkit(files["devkit"]) if "devkit" in files else {}

@@ -8,12 +8,11 @@ from __future__ import annotations
 import logging
 import os
 import tarfile
-import tempfile
 from pathlib import Path
 
 from datasets.labels import SPLITS, labels_csv
 from utils.errors import UserError
-from utils.files import give_umask_permissions
+from utils.files import replacing
 
 logger = logging.getLogger(__name__)
 
@@ -50,27 +49,21 @@ def write_colab_archive(
     archive_path = Path(archive_path)
     if as_folder or archive_path.is_dir():  # a folder to put it in
         archive_path = archive_path / DEFAULT_ARCHIVE.name
-    try:
-        archive_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{archive_path.name}.", suffix=".tmp", dir=archive_path.parent
-        )
-    except OSError as err:
-        raise UserError(
+
+    def unwritable(err: OSError) -> UserError:
+        return UserError(
             f"Could not write the archive {archive_path} ({err}). Choose a writable place with "
             "--archive PATH."
-        ) from None
+        )
+
     try:
         with (
-            os.fdopen(fd, "wb") as handle,
-            tarfile.open(fileobj=handle, mode="w:gz", compresslevel=_COMPRESSLEVEL) as tar,
+            replacing(archive_path, unwritable) as tmp,
+            tarfile.open(tmp, mode="w:gz", compresslevel=_COMPRESSLEVEL) as tar,
         ):
             for entry in entries:
                 tar.add(entry, arcname=f"{ARCHIVE_ROOT}/{entry.name}", filter=_plain_only)
-        give_umask_permissions(Path(tmp))
-        os.replace(tmp, archive_path)
     except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
         raise UserError(
             f"Could not write the archive {archive_path} ({err}). Free some disk space or "
             "choose another place with --archive PATH."

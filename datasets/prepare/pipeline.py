@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from datasets.labels import SPLITS
-from datasets.prepare.annotations import ImageSource, read_annotations
+from datasets.prepare.annotations import ImageSource, read_raw_annotations
 from datasets.prepare.images import Outcome, copy_images
 from datasets.prepare.layouts import PHOTO_LAYOUTS, REDOWNLOAD, Layout, detect_layout
 from datasets.prepare.output import (
@@ -90,7 +90,7 @@ def prepare_dataset(
         layout.description,
         layout.root,
     )
-    class_names, sources = read_annotations(layout)
+    class_names, sources = read_raw_annotations(layout)
     total = sum(len(source.annotations) for source in sources)
     logger.info(
         "Annotations: %d images (%d train, %d test), %d classes",

@@ -11,7 +11,7 @@ comes from the run's ``config.yml``, else plain ``CrossEntropyLoss``).
 Files written to ``out_dir`` (default ``<run>/evaluation/``): ``metrics.json`` (``loss``,
 ``top1``, ``top5`` as fractions, ``num_images``, ``split``, ``checkpoint``, ``epoch``,
 ``top5_k``, ``loss_function``, ...), ``per_class.csv``, ``confusion.png`` and
-``most_confused.csv`` (see ``workflows.inference.reports``).
+``most_confused.csv`` (see ``workflows.inference.evaluation_files``).
 
 An exported model (``.onnx`` fp32 or int8, ``.pte``; see ``workflows.inference.exported``) is
 evaluated the same way without Lightning: its logits on the split, read with the preprocessing
@@ -42,10 +42,14 @@ from models.net_module import TOP_K, NetModule
 from models.optimization import build_loss
 from utils.errors import UserError
 from utils.files import write_json_atomic
-from utils.hardware import default_num_workers, resolve_device, usable_workers
-from utils.logger import lightning_quiet
+from utils.hardware import resolve_device, usable_workers
+from utils.logger import lightning_info_off
+from workflows.inference.evaluation_files import (
+    plot_confusion,
+    write_most_confused,
+    write_per_class,
+)
 from workflows.inference.exported import ExportedModel, is_exported, open_exported
-from workflows.inference.reports import plot_confusion, write_most_confused, write_per_class
 from workflows.runs.run_folder import RunFolder
 from workflows.training.callbacks import make_trainer
 
@@ -91,7 +95,7 @@ def evaluate_checkpoint(
     dataset = StanfordCarsDataset(data_path, split, preprocessing)
     _check_labels(dataset, meta, data_path, split)
     dev = resolve_device(device)
-    workers, lowered = usable_workers(default_num_workers() if num_workers is None else num_workers)
+    workers, lowered = usable_workers(num_workers)
     if lowered:
         log.warning(lowered)
     loader = DataLoader(
@@ -103,7 +107,7 @@ def evaluate_checkpoint(
     )
     module = NetModule(net, loss_fn, meta.num_classes)
     # The progress bar goes to stderr: stdout carries the results (evaluate.py --json).
-    with lightning_quiet(), contextlib.redirect_stdout(sys.stderr):
+    with lightning_info_off(), contextlib.redirect_stdout(sys.stderr):
         trainer = make_trainer(
             max_epochs=None,
             accelerator=dev.type,

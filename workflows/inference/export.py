@@ -28,8 +28,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -43,8 +41,8 @@ import torch
 
 from datasets.preprocessing import Preprocessing
 from models.checkpoint import CheckpointMeta, load_network
-from utils.errors import UserError
-from utils.files import give_umask_permissions
+from utils.errors import UserError, first_line
+from utils.files import replacing
 from utils.timer import median_ms, one_torch_thread
 from workflows.runs.run_folder import RunFolder
 
@@ -171,16 +169,12 @@ def _export_verified(
             lambda: net(image), latency_runs, warmup=min(3, latency_runs), budget_s=LATENCY_BUDGET_S
         )
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise UserError(
+    def unwritable(err: OSError) -> UserError:
+        return UserError(
             f"cannot write the export to '{path.parent}' ({err}). Pass a writable --output PATH."
-        ) from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+        )
+
+    with replacing(path, unwritable) as tmp:
         if fmt == "onnx":
             exporter, used_opset = write_onnx(net, example, meta, tmp, opset)
             runner = _onnx_runner(tmp)
@@ -212,11 +206,6 @@ def _export_verified(
             warmup=min(3, latency_runs),
             budget_s=LATENCY_BUDGET_S,
         )
-        give_umask_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return ExportReport(
         path=path,
         format=fmt,
@@ -257,7 +246,7 @@ def write_onnx(
         try:
             model = export(net, example, opset)
         except Exception as err:  # any exporter failure: try the next one
-            problems.append(f"{exporter}: {type(err).__name__}: {_first_line(err)}")
+            problems.append(f"{exporter}: {type(err).__name__}: {first_line(err)}")
             continue
         used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
         if opset is None or used == opset:
@@ -277,11 +266,6 @@ def write_onnx(
     )
     dest.write_bytes(model.SerializeToString())  # weights inside the one file (under 2 GB)
     return exporter, used
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def _export_dynamo(net: torch.nn.Module, example: torch.Tensor, opset: int | None):

@@ -18,10 +18,12 @@ METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc",
 
 
 class MetricsCSV(Callback):
-    """Rewrites ``metrics.csv`` atomically after every epoch's validation."""
+    """Rewrites ``metrics.csv`` atomically after every epoch's validation (``write``: in the
+    first process of the run only, see ``workflows.runs.launch``)."""
 
-    def __init__(self, path: Path, resume_at: int | None = None) -> None:
+    def __init__(self, path: Path, resume_at: int | None = None, write: bool = True) -> None:
         self.path = path
+        self.write = write
         self.rows: list[dict[str, Any]] = []
         # ---- resume: the rows of the epochs before ``resume_at`` carry over, later ones
         # (written after the checkpoint being resumed) are dropped
@@ -29,7 +31,7 @@ class MetricsCSV(Callback):
             self.rows = [r for r in read_metric_rows(path) if r["epoch"] < resume_at]
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: NetModule) -> None:
-        if trainer.sanity_checking or not pl_module.epoch_metrics or trainer.global_rank != 0:
+        if trainer.sanity_checking or not pl_module.epoch_metrics or not self.write:
             return
         row = {key: pl_module.epoch_metrics.get(key, "") for key in METRIC_COLUMNS}
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]

@@ -13,7 +13,8 @@ Its layout, in one place::
     export/                    export_model.py's files
 
 In a multi-GPU (DDP) run the first process creates the folder and the other processes join it
-(under torchrun and SLURM through ``<output_path>/.launches/<launch id>.json``).
+(``workflows.runs.launch``). While a run trains, its first process holds the folder's lock
+(``.lock``, its holder named in ``.lock.owner``): a second process cannot resume it meanwhile.
 """
 
 from __future__ import annotations
@@ -28,31 +29,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from configuration import read_yaml_file
 from utils.errors import UserError
 from utils.files import write_json_atomic, write_yaml_atomic
-from utils.hardware import external_launch_id, is_first_process
 
 log = logging.getLogger(__name__)
 
 RUN_TIME_FORMAT = "%Y%m%d%H%M%S"
-# Lightning's DDP launcher starts the other ranks by running the same command again; they find
-# the launcher's run folder in this variable instead of making one of their own.
-RUN_DIR_ENV = "CARS_RUN_DIR"
-# Under torchrun and SLURM every process starts on its own: the first one names the run folder
-# in <output_path>/.launches/<launch id>.json and the others wait for it: up to half an hour,
-# since the first process reads the data (and may build the image cache) before it makes it.
-LAUNCHES_DIR = ".launches"
-LAUNCH_WAIT_ENV = "CARS_LAUNCH_WAIT_S"
-LAUNCH_WAIT_S = 1800.0
-# A pointer older than this process (less a margin for nodes that start a little apart) is
-# left from an earlier launch that had the same id, e.g. torchrun's --rdzv-id used again.
-_STARTED = time.time()
-_LAUNCH_START_MARGIN_S = 120.0
 LAST = "last"
 # Trackers start on helper threads; one at a time rewrites trackers.json.
 _TRACKERS_LOCK = threading.Lock()
-_RUN_NAME = re.compile(r".+_(\d{14})(?:_(\d+))?")
+# A run folder's name: <architecture>_<YYYYmmddHHMMSS>[_<n>].
+RUN_NAME = re.compile(r".+_(\d{14})(?:_(\d+))?")
 
 
 class RunFolder:
@@ -65,6 +55,7 @@ class RunFolder:
     EVALUATION = "evaluation"
     EXPORT = "export"
     TRACKERS = "trackers.json"
+    LOCK, LOCK_OWNER = ".lock", ".lock.owner"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -96,106 +87,10 @@ class RunFolder:
                 _unwritable_output(base.parent, str(err))
 
     @classmethod
-    def create_or_join(cls, output_path: str | Path, architecture: str) -> tuple[RunFolder, bool]:
-        """A new run folder in the first process of a run; in the other processes of a
-        multi-process (DDP) run, the first one's folder. The flag says whether it was created
-        here (only then does this process own it)."""
-        launch = external_launch_id()
-        if launch is not None:  # torchrun or SLURM: every process started on its own
-            return cls._create_or_join_launch(output_path, architecture, launch)
-        if not is_first_process():  # Lightning's launcher: the first process's environment
-            inherited = os.environ.get(RUN_DIR_ENV)
-            if not inherited or not Path(inherited).is_dir():
-                raise UserError(
-                    "this process belongs to a multi-process run (NODE_RANK / LOCAL_RANK are "
-                    "set) but was not started by the run's first process, so it cannot find the "
-                    "run folder. Start runs on several nodes with torchrun or SLURM (README, "
-                    "'Several GPUs and nodes')."
-                )
-            return cls(inherited), False
-        run = cls.create(output_path, architecture)
-        os.environ[RUN_DIR_ENV] = str(run.path)
-        return run, True
-
-    @classmethod
-    def _create_or_join_launch(
-        cls, output_path: str | Path, architecture: str, launch: str
-    ) -> tuple[RunFolder, bool]:
-        # The first process names the run folder in a small file under output_path, which the
-        # others (on this node or others sharing the folder) wait for.
-        pointer = Path(output_path) / LAUNCHES_DIR / f"{_safe_name(launch)}.json"
-        if is_first_process():
-            run = cls.create(output_path, architecture)
-            write_json_atomic(pointer, {"run_dir": str(run.path.resolve()), "created": time.time()})
-            return run, True
-        wait_s = float(os.environ.get(LAUNCH_WAIT_ENV, LAUNCH_WAIT_S))
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            try:
-                named = json.loads(pointer.read_text(encoding="utf-8"))
-                run_dir, created = Path(named["run_dir"]), float(named["created"])
-            except (OSError, ValueError, KeyError, TypeError):
-                time.sleep(0.2)
-                continue
-            if created >= _STARTED - _LAUNCH_START_MARGIN_S and run_dir.is_dir():
-                return cls(run_dir), False
-            time.sleep(0.2)
-        raise UserError(
-            f"this process of launch '{launch}' waited {wait_s:.0f} s for the first process to "
-            f"name the run folder in '{pointer}'. Put output_path on a folder that every node "
-            "shares, and check that the first process (rank 0) started without an error."
-        )
-
-    @classmethod
     def of_checkpoint(cls, checkpoint: str | Path) -> RunFolder:
         """The run of ``<run>/checkpoints/x.ckpt``; else the folder holding the checkpoint."""
         parent = Path(checkpoint).resolve().parent
         return cls(parent.parent if parent.name == cls.CHECKPOINTS else parent)
-
-    # ---- resuming (a run folder, a checkpoint, or "last") ------------------------------------
-    @classmethod
-    def resolve_resume(cls, spec: str | Path, output_path: str | Path) -> tuple[RunFolder, Path]:
-        """The run and the checkpoint that ``--resume SPEC`` names: ``last`` (the newest run
-        under ``output_path`` that has a ``last.ckpt``), a run folder (its ``last.ckpt``) or a
-        checkpoint file (in its run's folder)."""
-        if str(spec) == LAST:
-            run = cls.newest(output_path)
-            return run, run.last_checkpoint
-        path = Path(spec)
-        if path.is_dir():
-            run = cls(path)
-            if not run.last_checkpoint.is_file():
-                raise UserError(
-                    f"--resume '{spec}': the folder has no {cls.CHECKPOINTS}/last.ckpt, so there "
-                    "is nothing to continue (a run writes it after its first epoch). Pass a run "
-                    f"folder from '{output_path}' or a .ckpt file."
-                )
-            return run, run.last_checkpoint
-        if path.is_file():
-            return cls.of_checkpoint(path), path
-        raise UserError(
-            f"--resume '{spec}' does not exist. Pass a run folder (e.g. {output_path}/<run>), a "
-            f"checkpoint file, or '{LAST}' for the newest run under output_path."
-        )
-
-    @classmethod
-    def newest(cls, output_path: str | Path) -> RunFolder:
-        """The run under ``output_path`` started last (by the time in its name) that has a
-        ``last.ckpt``."""
-        folder = Path(output_path)
-        runs = []
-        if folder.is_dir():
-            for child in folder.iterdir():
-                match = _RUN_NAME.fullmatch(child.name)
-                if match and child.is_dir() and cls(child).last_checkpoint.is_file():
-                    runs.append((match.group(1), int(match.group(2) or 1), child))
-        if not runs:
-            raise UserError(
-                f"--resume {LAST}: no run with a checkpoints/last.ckpt in '{folder}' (output_path)."
-                " Pass the run folder itself, or set output_path (-c CONFIG or --set "
-                "output_path=...) to where the runs are."
-            )
-        return cls(max(runs)[2])
 
     # ---- a run folder where a checkpoint is asked for -------------------------------
     @classmethod
@@ -305,13 +200,43 @@ class RunFolder:
         with _TRACKERS_LOCK:
             write_json_atomic(self.trackers_json, {**self.read_trackers(), tracker: identity})
 
+    # ---- one process at a time --------------------------------------------------------------
+    def claim(self) -> RunLock:
+        """Lock the folder for this process (release the returned lock when the run ends); a
+        folder another live process holds is a ``UserError`` naming that process. The lock
+        dies with its process, so a folder a killed run left is simply taken over."""
+        lock = FileLock(self.path / self.LOCK, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            try:
+                holder = json.loads((self.path / self.LOCK_OWNER).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                holder = {}
+            raise UserError(
+                f"run '{self.path}' is in use by another process (pid {holder.get('pid', '?')} "
+                f"on {holder.get('host', '?')}, since {holder.get('since', '?')}): two "
+                "processes training one run would overwrite each other's epochs. Wait for it to "
+                "end (or stop it), then resume again."
+            ) from None
+        owner = {"pid": os.getpid(), "host": os.uname().nodename, "since": time.strftime("%c")}
+        write_json_atomic(self.path / self.LOCK_OWNER, owner)
+        return RunLock(lock, self.path / self.LOCK_OWNER)
+
     def remove(self) -> None:
         """Delete the folder: a run that never finished an epoch leaves nothing behind."""
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+class RunLock:
+    """A run folder's lock, held by this process (``RunFolder.claim``)."""
+
+    def __init__(self, lock: FileLock, owner: Path) -> None:
+        self._lock, self._owner = lock, owner
+
+    def release(self) -> None:
+        self._owner.unlink(missing_ok=True)  # while still held: never another process's
+        self._lock.release()
 
 
 def _unwritable_output(folder: Path, reason: str) -> None:

@@ -72,17 +72,18 @@ def parse_axes(specs: list[str]) -> list[Axis]:
     return axes
 
 
-def sweep_name(axes: list[Axis], search: bool, base: Config | None = None) -> str:
-    """Readable and stable: the swept keys and a hash of the specification and of the base
-    config's training settings (not its paths), so the same command finds its study again and
-    a changed setting starts a new one."""
+def sweep_name(axes: list[Axis], search: bool, base: Config | None = None, data: str = "") -> str:
+    """Readable and stable: the swept keys and a hash of the specification, of the base
+    config's training settings (not its paths) and of ``data`` (what identifies the data), so
+    the same command finds its study again and a changed setting or other data starts a new
+    one."""
     settings = {}
     if base is not None:
         settings = {
             k: v for k, v in base.to_public_dict().items() if not k.startswith(NOT_SETTINGS)
         }
     spec = json.dumps(
-        [[a.key, list(a.values), a.low, a.high, a.log] for a in axes] + [search, settings],
+        [[a.key, list(a.values), a.low, a.high, a.log] for a in axes] + [search, settings, data],
         sort_keys=True,
         default=str,
     )

@@ -11,10 +11,11 @@ work, each combination trained once. Every run is tagged ``sweep:<name>``.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
-import time
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,41 +26,52 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
 from configuration import Config, load_config
-from utils.errors import UserError
+from datasets.labels import SPLITS, labels_csv
+from utils.errors import UserError, first_line
 from utils.hardware import external_launch_id
 from utils.text import without_credentials
-from workflows.runs.comparison import RunRecord, load_run, report
+from workflows.runs.stores import open_store, sqlite_url
 from workflows.sweep.axes import Axis, parse_axes, sweep_name
-from workflows.training.interruptions import StoppedEarly
+from workflows.sweep.signals import SweepSignals, SweepStopped
+from workflows.sweep.table import COMBINATION, ERROR, RUN_DIR, SKIPPED, params_key, sweep_report
+from workflows.training.interruptions import StoppedBeforeFirstEpoch
 from workflows.training.run import run_training
 
 log = logging.getLogger(__name__)
 
 SWEEP_DB = "sweeps.db"
-_OPEN_ATTEMPTS = 4
-HEARTBEAT_S = 60  # a process that died mid-run frees its combination after twice this
-# Trial attributes: the run folder, why a trial did not train, the error of a failed one, and
-# the combination a queued grid trial stands for.
-RUN_DIR, SKIPPED, ERROR, COMBINATION = "run_dir", "skipped", "error", "combination"
+# A process that died mid-run frees its combination after twice its heartbeat; the
+# environment variable sets another heartbeat (seconds), e.g. for a test.
+HEARTBEAT_ENV, HEARTBEAT_S = "CARS_SWEEP_HEARTBEAT_S", 60
+MAX_FAILURES_IN_A_ROW = 5  # a --trials search stops after this many failed runs in a row
+_State = optuna.trial.TrialState
 
 
 @dataclass
 class SweepResult:
     name: str
-    storage: str
+    storage: str  # without a password
+    size: int = 0  # combinations of a grid, or --trials
     trained: int = 0  # runs this process trained
     failed: int = 0  # runs this process started that failed
     table: str = ""
     report: dict[str, Path] = field(default_factory=dict)
-    stopped: bool = False  # a signal stopped it; the same command goes on later
+    stopped: SweepStopped | None = None  # a signal stopped it; the same command goes on later
+    gave_up: str = ""  # why a search stopped before its --trials
 
 
 def storage_url(config: Config, storage: str | None) -> str:
-    if storage:
-        return storage
-    path = Path(config.output_path).resolve() / SWEEP_DB
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path.as_posix()}"
+    """The sweep's database; output_path, where its runs go, is checked first either way."""
+    folder = Path(config.output_path).resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        reason = "it is a file" if isinstance(err, FileExistsError) else str(err)
+        raise UserError(
+            f"key 'output_path': cannot create '{folder}' for the sweep's database and its "
+            f"runs ({reason}). Point output_path at a folder you can write to."
+        ) from None
+    return storage or sqlite_url(folder, SWEEP_DB)
 
 
 def run_sweep(
@@ -87,32 +99,61 @@ def run_sweep(
                 load_config(config_path, [*overrides, setting], data_path)
             except UserError as err:
                 raise UserError(f"--sweep {setting}: {err}") from None
-    name = sweep_name(axes, search=trials is not None, base=base)
+    search = trials is not None
+    name = sweep_name(axes, search, base, data=data_identity(base.stanford_data_path))
     overrides = [*overrides, *_one_device(base)]
     url = storage_url(base, storage)
-    study = _open_study(name, url, search=trials is not None)
-    result = SweepResult(name=name, storage=without_credentials(url))
-    log.info("sweep %s in %s", name, result.storage)
+    with SweepSignals() as signals:
+        study = _open_study(name, url, search)
+        size = trials if search else len(list(itertools.product(*(a.choices for a in axes))))
+        result = SweepResult(name=name, storage=without_credentials(url), size=size)
+        log.info("sweep %s in %s", name, result.storage)
+        run = (name, config_path, overrides, data_path, progress_bar)
+        try:
+            _train_the_rest(study, axes, trials, result, signals, run)
+        except SweepStopped as stop:
+            result.stopped = stop
+        result.report, result.table = sweep_report(study, base, name)
+    return result
+
+
+def _train_the_rest(study, axes, trials, result, signals, run) -> None:
+    """Until every combination (or --trials runs) is done: fail the runs of processes that
+    died, queue what is missing, train one, or wait for the runs of other processes."""
+    failures_in_a_row = 0
 
     def train(trial: optuna.trial.Trial) -> float:
+        nonlocal failures_in_a_row
         try:
-            return _objective(trial, axes, name, config_path, overrides, data_path, progress_bar)
+            with signals.interruptible():
+                return _objective(trial, axes, *run)
         finally:
             result.trained += int(RUN_DIR in trial.user_attrs)
             result.failed += int(ERROR in trial.user_attrs)
+            failures_in_a_row = failures_in_a_row + 1 if ERROR in trial.user_attrs else 0
 
-    try:
+    waited = False
+    first_new = len(study.get_trials(deepcopy=False))  # trials made from now on are this start's
+    while True:
+        signals.check()
+        _fail_stale(study)
         if trials is None:
-            _enqueue_missing(study, axes)
-            while _waiting(study):
-                study.optimize(train, n_trials=1, catch=(Exception,))
+            _enqueue_missing(study, axes, first_new)
+            left = _waiting(study)
         else:
-            while _counted(study) < trials:
-                study.optimize(train, n_trials=1, catch=(Exception,))
-    except KeyboardInterrupt:
-        result.stopped = True
-    result.report, result.table = _report(study, base, name)
-    return result
+            left = _counted(study) < trials
+        if left:
+            study.optimize(train, n_trials=1, catch=(Exception,))
+            if trials is not None and failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+                result.gave_up = f"{failures_in_a_row} runs in a row failed"
+                return
+        elif _running(study):  # other processes' runs, or a dead one's until it goes stale
+            if not waited:
+                log.info("sweep %s: waiting for the runs of other processes", run[0])
+                waited = True
+            signals.sleep(min(5.0, _heartbeat_s()))
+        else:
+            return
 
 
 class PruneBehindMedian(Callback):
@@ -137,26 +178,29 @@ class PruneBehindMedian(Callback):
 # ---- the study ---------------------------------------------------------------------------------
 def _open_study(name: str, url: str, search: bool) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed run: our own warning
-    for attempt in range(_OPEN_ATTEMPTS):
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(
-                    url, heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S
-                )
-            break
-        except Exception as err:  # any failure to reach the database is the same advice
-            # Processes started together race to create a new database's tables; the loser
-            # finds them made on its next try.
-            if attempt + 1 < _OPEN_ATTEMPTS:
-                time.sleep(1 + attempt)
-                continue
-            raise UserError(
-                f"--sweep-storage '{without_credentials(url)}' cannot be opened ({type(err).__name__}: "
-                f"{without_credentials(str(err).splitlines()[0]) if str(err) else ''}). Give a database URL Optuna "
-                "supports (sqlite:///path.db, postgresql://user@host/db, mysql://...) that this "
-                "machine can reach, with its driver installed."
-            ) from None
+    beat = _heartbeat_s()
+
+    def rdb_storage() -> optuna.storages.RDBStorage:
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=beat, grace_period=2 * beat)
+
+    try:
+        storage = open_store(url, rdb_storage)
+    except ImportError as err:  # SQLAlchemy imports the database's driver first
+        raise UserError(
+            f"--sweep-storage '{without_credentials(url)}' needs a database driver that is not "
+            f"installed ({err}). For PostgreSQL: pip install -r postgres_requirements.txt "
+            "(psycopg[binary]); for another database, its SQLAlchemy driver."
+        ) from None
+    except Exception as err:  # any failure to reach the database is the same advice
+        raise UserError(
+            f"--sweep-storage '{without_credentials(url)}' cannot be opened "
+            f"({type(err).__name__}: {without_credentials(first_line(err))}). Give a database URL "
+            "Optuna supports (sqlite:///path.db, postgresql://user:password@host/db, "
+            "mysql://...) that this machine can reach, with the right user and password, and "
+            "its driver installed."
+        ) from None
     return optuna.create_study(
         study_name=name,
         storage=storage,
@@ -169,13 +213,34 @@ def _open_study(name: str, url: str, search: bool) -> optuna.Study:
     )
 
 
+def _heartbeat_s() -> int:
+    text = os.environ.get(HEARTBEAT_ENV, "")
+    if not text:
+        return HEARTBEAT_S
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"{HEARTBEAT_ENV}={text!r}: give a whole number of seconds, 1 or more.")
+    return int(text)
+
+
+def data_identity(data_path: str | Path) -> str:
+    """A hash of the data's labels CSVs (its images and classes), not of its path: the same
+    prepared data on several machines is one sweep, other data another."""
+    digest = hashlib.sha1()
+    for split in SPLITS:
+        try:
+            digest.update(labels_csv(data_path, split).read_bytes())
+        except OSError:
+            digest.update(b"-")  # no data yet: every run fails and says why
+    return digest.hexdigest()[:12]
+
+
 def _one_device(base: Config) -> list[str]:
     """Each sweep process trains on one device: several GPUs run several processes (one
     per GPU), never a multi-GPU run whose relaunched workers would pull trials of their own."""
     launch = external_launch_id()
     if launch is not None:
         # The processes of one torchrun/srun launch share one run folder per launch (see
-        # RunFolder.create_or_join), while each sweep process trains runs of its own.
+        # workflows.runs.launch), while each sweep process trains runs of its own.
         raise UserError(
             f"a sweep cannot run as one launch of several processes ({launch.split('-')[0]}): "
             "each sweep process trains its own runs on one device. Start independent "
@@ -196,45 +261,57 @@ def _one_device(base: Config) -> list[str]:
     return []
 
 
-def _enqueue_missing(study: optuna.Study, axes: list[Axis]) -> None:
-    """Queue each combination that is neither done, running nor queued (failed ones again)."""
+def _fail_stale(study: optuna.Study) -> None:
+    """Mark failed the runs whose process stopped sending heartbeats (killed, machine down), so
+    that their combinations are queued again. Optuna does this only inside optimize(), which
+    comes after the queueing, and not at all when nothing is queued."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _enqueue_missing(study: optuna.Study, axes: list[Axis], first_new: int) -> None:
+    """Queue each combination that is neither done, running nor queued. A failed one is queued
+    again, once per start: unless it failed with an error since this start (trial number from
+    ``first_new`` on); a run stopped by a signal or a dead process is always queued again."""
     taken = {
-        t.user_attrs.get(COMBINATION) or _params_key(t.params)
+        t.user_attrs.get(COMBINATION) or params_key(t.params)
         for t in study.get_trials(deepcopy=False)
-        if t.state in _TAKEN and not t.user_attrs.get(SKIPPED)
+        if not t.user_attrs.get(SKIPPED)
+        and (
+            t.state in _TAKEN
+            or (t.state == _State.FAIL and ERROR in t.user_attrs and t.number >= first_new)
+        )
     }
     for combo in itertools.product(*(a.choices for a in axes)):
         params = dict(zip((a.key for a in axes), combo, strict=True))
-        if _params_key(params) not in taken:
-            study.enqueue_trial(params, user_attrs={COMBINATION: _params_key(params)})
+        if params_key(params) not in taken:
+            study.enqueue_trial(params, user_attrs={COMBINATION: params_key(params)})
 
 
-_TAKEN = (
-    optuna.trial.TrialState.COMPLETE,
-    optuna.trial.TrialState.RUNNING,
-    optuna.trial.TrialState.WAITING,
-    optuna.trial.TrialState.PRUNED,
-)
+_TAKEN = (_State.COMPLETE, _State.RUNNING, _State.WAITING, _State.PRUNED)
 
 
 def _waiting(study: optuna.Study) -> bool:
-    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    return bool(study.get_trials(deepcopy=False, states=(_State.WAITING,)))
+
+
+def _running(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(_State.RUNNING,)))
 
 
 def _counted(study: optuna.Study) -> int:
-    """Trials that count towards --trials: trained, pruned or running, never the skipped."""
-    states = (
-        optuna.trial.TrialState.COMPLETE,
-        optuna.trial.TrialState.PRUNED,
-        optuna.trial.TrialState.RUNNING,
-    )
+    """Trials that count towards --trials: trained, pruned, running or failed with an error;
+    never the skipped ones, nor those a signal or a dead process ended."""
     return sum(
-        1 for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get(SKIPPED)
+        1
+        for t in study.get_trials(deepcopy=False)
+        if not t.user_attrs.get(SKIPPED)
+        and (
+            t.state in (_State.COMPLETE, _State.PRUNED, _State.RUNNING)
+            or (t.state == _State.FAIL and ERROR in t.user_attrs)
+        )
     )
-
-
-def _params_key(params: dict[str, Any]) -> str:
-    return json.dumps({k: str(v) for k, v in params.items()}, sort_keys=True)
 
 
 # ---- one run -----------------------------------------------------------------------------------
@@ -254,17 +331,17 @@ def _objective(trial, axes, name, config_path, overrides, data_path, progress_ba
         result = run_training(
             config, progress_bar=progress_bar, callbacks=[pruning] if pruning else None
         )
-    except StoppedEarly:  # Ctrl-C before the first epoch ended: stop the sweep, not this run
-        raise KeyboardInterrupt from None
+    except StoppedBeforeFirstEpoch as err:  # a signal before the first epoch ended: stop the sweep
+        raise SweepStopped(err.exit_code - 128) from None
     except Exception as err:
         trial.set_user_attr(
-            ERROR, str(err).splitlines()[0][:500] if str(err) else type(err).__name__
+            ERROR, first_line(err)[:500] or type(err).__name__
         )
         log.warning("sweep %s, trial %d failed: %s; the sweep goes on", name, trial.number, err)
         raise
     trial.set_user_attr(RUN_DIR, str(result.run_dir))
-    if result.stopped_by is not None:
-        raise KeyboardInterrupt  # Optuna marks the trial failed; the next start runs it again
+    if result.stopped_by is not None:  # Optuna marks the trial failed; the next start runs it
+        raise SweepStopped(result.stopped_by.signum)
     if pruning is not None and pruning.pruned_at is not None:
         raise optuna.TrialPruned(f"valid_loss behind the median at epoch {pruning.pruned_at}")
     best = result.summary.get("min_valid_loss")
@@ -287,10 +364,10 @@ def _suggest(trial: optuna.trial.Trial, axis: Axis) -> Any:
 
 def _duplicate_of_earlier(trial: optuna.trial.Trial) -> bool:
     """Two processes that queued the same combination at once: only the lower trial trains."""
-    mine = _params_key(trial.params)
+    mine = params_key(trial.params)
     busy = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE)
     return any(
-        t.number < trial.number and not t.user_attrs.get(SKIPPED) and _params_key(t.params) == mine
+        t.number < trial.number and not t.user_attrs.get(SKIPPED) and params_key(t.params) == mine
         for t in trial.study.get_trials(deepcopy=False, states=busy)
     )
 
@@ -298,39 +375,3 @@ def _duplicate_of_earlier(trial: optuna.trial.Trial) -> bool:
 def _skip(trial: optuna.trial.Trial, why: str) -> float:
     trial.set_user_attr(SKIPPED, why)
     raise optuna.TrialPruned(why)
-
-
-# ---- the table ---------------------------------------------------------------------------------
-def _report(study: optuna.Study, base: Config, name: str) -> tuple[dict[str, Path], str]:
-    records: list[RunRecord] = []
-    for trial in study.get_trials(deepcopy=False):
-        if trial.user_attrs.get(SKIPPED) or trial.state in (
-            optuna.trial.TrialState.WAITING,
-            optuna.trial.TrialState.RUNNING,
-        ):
-            continue
-        run_dir = trial.user_attrs.get(RUN_DIR)
-        record = load_run(Path(run_dir)) if run_dir else None
-        if record is None:  # failed before its first epoch: no folder
-            settings = ", ".join(f"{k}={v}" for k, v in trial.params.items())
-            records.append(
-                RunRecord(
-                    path=Path(f"trial {trial.number} ({settings})"),
-                    config={},
-                    rows=[],
-                    summary=None,
-                    status="failed",
-                    error=str(trial.user_attrs.get(ERROR, "")),
-                )
-            )
-            continue
-        if trial.state == optuna.trial.TrialState.PRUNED:
-            record.status = "pruned"
-        elif trial.state == optuna.trial.TrialState.FAIL and not (record.summary or {}).get(
-            "interrupted"
-        ):
-            record.status, record.error = "failed", str(trial.user_attrs.get(ERROR, ""))
-        records.append(record)
-    if not records:
-        return {}, "No run of this sweep has ended yet.\n"
-    return report(records, Path(base.output_path) / "reports" / f"sweep-{name}")

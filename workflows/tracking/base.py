@@ -12,6 +12,7 @@ from typing import Any
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from utils.errors import first_line
 from utils.text import without_credentials
 from workflows.runs.run_folder import RunFolder
 
@@ -68,7 +69,9 @@ class Tracker(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        values = {k: float(v) for k, v in metrics.items() if k != "epoch"}
+        # Lightning hands over float32 values: 1e-05 arrives as 9.99999974737875e-06. Seven
+        # significant digits are all float32 holds, and read as the number that was meant.
+        values = {k: float(f"{float(v):.7g}") for k, v in metrics.items() if k != "epoch"}
         epoch = int(metrics.get("epoch", step or 0))
         if values:
             self.call("logging the metrics", lambda: self._log(values, epoch))
@@ -125,7 +128,7 @@ class Tracker(Logger):
             reason = f"no answer within {timeout:.0f} s"
         elif "error" in outcome:
             err = outcome["error"]
-            reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            reason = f"{type(err).__name__}: {first_line(err)}"
         else:
             return True
         self.active = False

@@ -4,8 +4,10 @@ directly; ``offline`` keeps the run in the run folder's ``.neptune/`` for ``nept
 
 Every tracker gets the run's name, the thesis's parameters (``thesis_params``), its tags and
 description, the four metrics and ``lr`` once per epoch with the epoch as step, and the summary
-at the end. A tracker that fails or does not answer in time warns once, naming the fix, and is
-off for the rest of the run: trackers never stop or stall training. A resumed run goes on in
+at the end, apart from the per-epoch series (MLflow: tags ``summary.max_valid_acc``, ...; so
+that a run's chart page shows only the curves); the end of a run names its MLflow page. A tracker that fails
+or does not answer in time warns once, naming the fix, and is off for the rest of the run:
+trackers never stop or stall training. A resumed run goes on in
 the tracker runs it logged to before (``workflows.tracking.continuation``).
 """
 
@@ -14,18 +16,17 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger
 
 from configuration import Config
-from models.arch_dict import ARCHITECTURES
-from utils.text import without_credentials
-from workflows.runs.comparison import load_run, plot_learning_curves
+from utils.text import shown_path, without_credentials
+from workflows.runs.figures import plot_learning_curves
+from workflows.runs.records import load_run
 from workflows.runs.run_folder import RunFolder
+from workflows.runs.stores import open_store, sqlite_url
 from workflows.tracking.base import END_TIMEOUT_S, Tracker
 from workflows.tracking.continuation import (
     MLFLOW,
@@ -34,7 +35,9 @@ from workflows.tracking.continuation import (
     mlflow_identity,
     mlflow_run_to_continue,
     neptune_run_kwargs,
+    public_uri,
 )
+from workflows.tracking.params import as_text_params, thesis_params
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ NEPTUNE_DIR = ".neptune"
 LEARNING_CURVES = "learning_curves.png"
 # Without these MLflow retries an unreachable server for minutes per call.
 _MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+SUMMARY_TAG = "summary."  # MLflow: the summary as tags, apart from the per-epoch series
 _SUMMARY_METRICS = (
     "epochs_run",
     "best_epoch",
@@ -56,60 +60,11 @@ _SUMMARY_METRICS = (
 )
 
 
-def thesis_params(config: Config, num_params: int, runtime: str) -> dict[str, Any]:
-    """The parameters the thesis sent to its tracker, under its names and with its values: the
-    architecture by the original's builder name (``GhostNet`` for ``ghost``), a weight decay
-    not set as 0.0 (whatever the optimizer's own default), any other setting that is off as
-    None. Never holds a secret."""
-    optimizer_params = dict(config.optimizer_params or {})
-    normalize_rgb = config.normalize and not config.convert_to_grayscale
-    normalize_gray = config.normalize and config.convert_to_grayscale
-
-    def norm(params):
-        return params.model_dump() if params is not None else None
-
-    return {
-        "runtime": runtime,
-        "architecture": ARCHITECTURES[config.architecture].original_name,
-        "num_params": num_params,
-        "img_size": list(config.image_size),
-        "grayscale": config.convert_to_grayscale,
-        "normalize": config.normalize,
-        "norm_params_rgb": norm(config.normalization_params_rgb) if normalize_rgb else None,
-        "norm_params_gray": norm(config.normalization_params_grayscale) if normalize_gray else None,
-        "crop_to_bboxes": config.crop_to_bboxes,
-        "erase_background": config.erase_background,
-        "augment_images": config.augment_images,
-        "image_augmentations": config.image_augmentations if config.augment_images else None,
-        "augment_tensors": config.augment_tensors,
-        "tensor_augmentations": config.tensor_augmentations if config.augment_tensors else None,
-        "batch_size": config.batch_size,
-        "max_num_epochs": config.num_epochs,
-        "dropout": config.dropout,
-        "out_channels": config.out_channels,
-        "loss_function": config.loss_function,
-        "loss_params": config.loss_params or None,
-        "optimizer": config.optimizer,
-        "learning_rate": optimizer_params.get("lr"),
-        "weight_decay": optimizer_params.get("weight_decay") or 0.0,
-        "all_optimizer_params": optimizer_params or None,
-        "lr_scheduler": config.lr_scheduler,
-        "lr_scheduler_params": (config.lr_scheduler_params or None)
-        if config.lr_scheduler
-        else None,
-    }
-
-
-def as_text_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Numbers and flags as they are, everything else (None, lists, mappings) as text."""
-    return {k: v if isinstance(v, bool | int | float | str) else str(v) for k, v in params.items()}
-
-
 def mlflow_uri(config: Config) -> str:
     """The configured tracking URI, else the SQLite store ``<output_path>/mlflow.db``."""
     if config.mlflow_tracking_uri:
         return config.mlflow_tracking_uri
-    return f"sqlite:///{(Path(config.output_path).resolve() / MLFLOW_DB).as_posix()}"
+    return sqlite_url(config.output_path, MLFLOW_DB)
 
 
 def neptune_token(config: Config) -> str | None:
@@ -143,8 +98,6 @@ class MlflowTracker(Tracker):
         self.inner: MLFlowLogger | None = None
 
     def _begin(self, run, params, tags, description):
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         run_tags = {_mlflow_key(t): "true" for t in tags}
         run_tags["tags"] = ", ".join(tags)
         if description:
@@ -164,15 +117,8 @@ class MlflowTracker(Tracker):
             synchronous=True,
             run_id=continued,
         )
-        for attempt in range(3):
-            try:
-                _ = self.inner.run_id  # makes the store, the experiment and the run
-                break
-            except Exception:
-                # Sweep processes started together race to create a new store's tables.
-                if attempt == 2 or not self.uri.startswith("sqlite:"):
-                    raise
-                time.sleep(1 + attempt)
+        inner = self.inner
+        open_store(self.uri, lambda: inner.run_id)  # makes the store, the experiment and the run
         if continued is None:
             self.inner.log_hyperparams(as_text_params(params))
         else:
@@ -193,14 +139,11 @@ class MlflowTracker(Tracker):
 
     def _end(self, run, summary):
         client, run_id = self.inner.experiment, self.inner.run_id
-        numbers = {
-            k: float(summary[k])
-            for k in _SUMMARY_METRICS
-            if isinstance(summary.get(k), int | float) and not isinstance(summary.get(k), bool)
-        }
-        self.inner.log_metrics(numbers, step=max(0, int(summary.get("epochs_run") or 1) - 1))
-        for key in ("early_stopped", "interrupted", "best_epoch"):
-            client.set_tag(run_id, key, str(summary.get(key)))
+        # Tags, not metrics: MLflow 3 charts every metric, a one-value one as a bar, and puts
+        # any prefixed group above the per-epoch series; tags show on the run's overview and
+        # as columns of the runs table, and a resumed run overwrites them.
+        for key in (*_SUMMARY_METRICS, "early_stopped", "interrupted"):
+            client.set_tag(run_id, SUMMARY_TAG + key, _tag_value(summary.get(key)))
         for path in (run.config_yml, run.metrics_csv, run.summary_json, run.path / LEARNING_CURVES):
             if path.is_file():
                 client.log_artifact(run_id, str(path))
@@ -208,6 +151,25 @@ class MlflowTracker(Tracker):
     def _close(self, status):
         if self.inner is not None:
             self.inner.experiment.set_terminated(self.inner.run_id, status)
+
+    def how_to_open(self) -> str | None:
+        """Where to see this run: the ``mlflow ui`` command for a local store, and the run's
+        page (``#/experiments/<id>/runs/<run id>``); None before the run exists."""
+        # MLFlowLogger.run_id would make a run when there is none: its attribute says.
+        if self.inner is None or self.inner._run_id is None:
+            return None
+        page = f"#/experiments/{self.inner.experiment_id}/runs/{self.inner.run_id}"
+        page += "?workflowType=machine_learning"  # MLflow 3 opens on its GenAI pages otherwise
+        if self.uri.startswith(("http://", "https://")):
+            return f"MLflow: open {public_uri(self.uri).rstrip('/')}/{page}"
+        if self.uri.startswith("sqlite:///"):
+            store = Path(self.uri[len("sqlite:///") :])
+            command = (
+                f"mlflow ui --backend-store-uri sqlite:///{Path(shown_path(store)).as_posix()}"
+            )
+        else:
+            command = f"mlflow ui --backend-store-uri {public_uri(self.uri)}"
+        return f"MLflow: {command}, then open http://127.0.0.1:5000/{page}"
 
 
 class TensorBoardTracker(Tracker):
@@ -368,6 +330,9 @@ def finish_trackers(
             plot_learning_curves(record, run.path / LEARNING_CURVES)
     for tracker in trackers:
         tracker.finish(run, summary, status)
+        hint = tracker.how_to_open() if isinstance(tracker, MlflowTracker) else None
+        if hint and tracker.active:
+            log.info("%s", hint)
 
 
 def _neptune_project(config: Config) -> str | None:
@@ -383,6 +348,12 @@ def _neptune_value(value: Any) -> Any:
         return value
     if isinstance(value, int) and -(2**31) <= value < 2**31:
         return value
+    return str(value)
+
+
+def _tag_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
     return str(value)
 
 

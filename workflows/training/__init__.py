@@ -1,3 +1,6 @@
-"""One training run: ``run.run_training`` assembles the data, the network, the Lightning module,
-the callbacks and the trackers from a validated config, then fits. Resuming, fine-tuning from
-another checkpoint, signals and failures, and atomic checkpoint writes live beside it."""
+"""One training run: ``run.run_training`` assembles everything a run needs from a validated
+config (``assembly``: data, network, module, run folder, trackers, callbacks), then fits it;
+the run's start and every ending - finished, early-stopped, interrupted, failed - pass through
+one callback (``lifecycle``). Beside them: resuming (``resume``, all of it), fine-tuning from
+another checkpoint, signals (``interruptions``), failures a setting explains (``failures``),
+the dry run before a folder exists (``preflight``) and atomic checkpoint writes."""

@@ -1,8 +1,10 @@
 """What watches a training run: the best and last checkpoints, early stopping, the progress
-bar; and the Trainer that runs them (``metrics.csv`` is written by ``workflows.runs.metrics``)."""
+bar; and the Trainer that runs them (``metrics.csv`` is written by ``workflows.runs.metrics``,
+the line per epoch by ``workflows.training.epoch_log``)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,13 @@ class EpochProgressBar(TQDMProgressBar):
         super().on_train_epoch_start(trainer, *args)
         total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
         self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{total}")
+
+
+def on_terminal() -> bool:
+    """Whether the bars' stream is a terminal: redirected to a file or a pipe (nohup, SLURM,
+    ``> log``) every redraw would be a line of its own."""
+    stream = sys.stderr
+    return bool(getattr(stream, "isatty", None) and stream.isatty())
 
 
 def checkpoint_callbacks(checkpoints: Path) -> list[ModelCheckpoint]:
@@ -96,8 +105,9 @@ def make_trainer(
     strategy: str = "auto",
 ) -> pl.Trainer:
     """A Trainer with the given experiment trackers (none by default: the run folder keeps
-    every figure); an accelerator or device setting this machine cannot honour is a
-    ``UserError``."""
+    every figure) and progress bars when asked for and the output is a terminal; an accelerator
+    or device setting this machine cannot honour is a ``UserError``."""
+    progress_bar = progress_bar and on_terminal()
     try:
         return pl.Trainer(
             max_epochs=max_epochs,

@@ -55,11 +55,9 @@ class StartingPoint:
     meta: CheckpointMeta
     weights: dict[str, torch.Tensor]
 
-    def initialise(self, net: nn.Module, class_names: list[str], config: Config) -> Transfer:
-        """Copy the checkpoint's weights into ``net`` (built for ``class_names``) and log it."""
-        head = class_dependent_names(
-            config.architecture, config.img_channels, **config.arch_options()
-        )
+    def initialise(self, net: nn.Module, class_names: list[str], head: set[str]) -> Transfer:
+        """Copy the checkpoint's weights into ``net`` (built for ``class_names``; ``head``: its
+        output layer's weights, see ``output_layer``) and log it."""
         same_classes = list(class_names) == list(self.meta.class_names)
         transfer = transfer_weights(net, self.weights, head, keep_head=same_classes)
         log.info(
@@ -260,12 +258,14 @@ def _all_trainable(pl_module: pl.LightningModule) -> bool:
     return all(p.requires_grad for p in pl_module.net.parameters())
 
 
-def head_first(config: Config) -> list[HeadFirst]:
-    """The callback that freezes the features for ``freeze_epochs`` epochs (none for 0)."""
-    if not config.freeze_epochs:
-        return []
-    head = class_dependent_names(config.architecture, config.img_channels, **config.arch_options())
-    return [HeadFirst(head, config.freeze_epochs)]
+def output_layer(config: Config) -> set[str]:
+    """The weights of the configured network's output layer (the fine-tuned run's head)."""
+    return class_dependent_names(config.architecture, config.img_channels, **config.arch_options())
+
+
+def head_first(config: Config, head: set[str]) -> list[HeadFirst]:
+    """The callback that freezes all but ``head`` for ``freeze_epochs`` epochs (none for 0)."""
+    return [HeadFirst(head, config.freeze_epochs)] if config.freeze_epochs else []
 
 
 def _new_head(class_names: list[str], before: list[str]) -> str:

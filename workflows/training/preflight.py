@@ -1,17 +1,33 @@
-"""A dry run of the first images and one training step, before a run folder exists."""
+"""A dry run of the first images and one training step, before a run folder exists; it leaves
+the random-number state as it found it, so the run trains as if it had not run."""
 
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 from torch import nn
 
 from datasets.stanford_data_module import StanfordCarsDataModule
 from utils.errors import UserError
+from workflows.training.resume import RandomState
+
+log = logging.getLogger(__name__)
 
 
 def preflight(
+    data: StanfordCarsDataModule, net: nn.Module, loss_fn: nn.Module, loss_name: str, arch: str
+) -> None:
+    """``_dry_run``, leaving the random-number state as it found it."""
+    state = RandomState().state_dict()
+    try:
+        _dry_run(data, net, loss_fn, loss_name, arch)
+    finally:
+        RandomState().load_state_dict(state)
+
+
+def _dry_run(
     data: StanfordCarsDataModule, net: nn.Module, loss_fn: nn.Module, loss_name: str, arch: str
 ) -> None:
     """Run two training images and one validation image through their transforms, and one
@@ -20,6 +36,7 @@ def preflight(
     that does not take class labels) stops the run at once with a message."""
     data.setup("fit")
     train_set, valid_set = data.train_dataset, data.valid_dataset
+    warn_small_data(data.batch_size, len(train_set))
     train_keys = "image_augmentations / tensor_augmentations / crop_to_bboxes"
     samples = []
     for dataset, index, keys in (
@@ -61,3 +78,23 @@ def preflight(
                 f"({type(err).__name__}: {str(err)[:120]}); its BatchNorm layers need at least 2. "
                 "Use --set batch_size=2 or more."
             ) from None
+
+
+def warn_small_data(batch_size: int, train_images: int) -> None:
+    """A batch as large as the training set makes every epoch one optimizer step, which
+    learns next to nothing (the template's 64 on a folder of a few dozen photos): warn, naming
+    a batch size that gives a few steps per epoch."""
+    if batch_size < train_images:
+        return
+    fits = 2
+    while fits * 2 <= max(2, train_images // 4):
+        fits *= 2
+    log.warning(
+        "batch_size %d is at or above the %d training images: every epoch is a single "
+        "optimizer step, so the network learns next to nothing. Use a smaller batch, e.g. "
+        "--set batch_size=%d (%d steps per epoch).",
+        batch_size,
+        train_images,
+        fits,
+        -(-train_images // fits),
+    )

@@ -1,25 +1,36 @@
-"""Continuing a stopped run: which run and checkpoint ``--resume`` names, the config it goes on
-with, and the settings that may not change because the checkpoint's weights depend on them."""
+"""Continuing a stopped run, all of it: which run and checkpoint ``--resume`` names, the config
+it goes on with, the settings that may not change because the checkpoint's weights or training
+state depend on them, the learning-rate settings that may (``ResumedSettings``), and the
+random-number state that makes a resumed run go on as if never stopped (``RandomState``).
+
+A resume leaves the run folder as it was until training actually starts (the run's
+``LifeCycle`` writes its config then); while it trains, the run folder is locked
+(``RunFolder.claim``)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback
 
 from configuration import Config, load_config
 from configuration.loading import DEFAULT_CONFIG
 from configuration.schema import SECRET_KEYS
 from models.checkpoint import META_KEY, CheckpointMeta, read_checkpoint
-from models.optimization import carry_over_settings
+from models.optimization import changed_settings, group_settings, resume_with
 from utils.errors import UserError
-from workflows.runs.run_folder import RunFolder
+from workflows.runs.metrics import read_metric_rows
+from workflows.runs.run_folder import LAST, RUN_NAME, RunFolder
 from workflows.training.callbacks import EARLY_STOPPING_STATE_KEY
+from workflows.training.checkpoint_io import leftover_partials
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +44,11 @@ _PREPROCESSING_KEYS = {
     "crop_to_bboxes": "crop_to_bboxes",
     "erase_background": "erase_background",
 }
-# Settings whose state the checkpoint carries in a form only the same kind can take back.
-_STATEFUL_KEYS = ("optimizer", "lr_scheduler")
+# Settings whose state the checkpoint carries in a form only the same kind can take back
+# (freeze_epochs decides the optimizer's parameter groups at each epoch).
+_STATEFUL_KEYS = ("optimizer", "lr_scheduler", "freeze_epochs")
+# What summary.json says about where a fine-tuned run's weights came from; a resume keeps it.
+_ORIGIN_KEYS = ("init_from", "init_from_weights", "freeze_epochs")
 
 
 @dataclass
@@ -46,16 +60,67 @@ class ResumePoint:
     meta: CheckpointMeta
     epoch: int  # the last epoch the checkpoint finished
     early_stopping: dict[str, Any] | None = None  # the checkpoint's early-stopping state
+    summary: dict[str, Any] | None = None  # the run's summary.json as the resume found it
 
     @property
     def next_epoch(self) -> int:
         return self.epoch + 1
 
+    @property
+    def origin(self) -> dict[str, Any]:
+        """Where the run's weights came from (fine-tuning), as its summary recorded it."""
+        return {k: v for k, v in (self.summary or {}).items() if k in _ORIGIN_KEYS}
+
+
+# ---- finding what to resume ----------------------------------------------------------
+def resolve_resume(spec: str | Path, output_path: str | Path) -> tuple[RunFolder, Path]:
+    """The run and the checkpoint that ``--resume SPEC`` names: ``last`` (the newest run
+    under ``output_path`` that has a ``last.ckpt``), a run folder (its ``last.ckpt``) or a
+    checkpoint file (in its run's folder)."""
+    if str(spec) == LAST:
+        run = newest_run(output_path)
+        return run, run.last_checkpoint
+    path = Path(spec)
+    if path.is_dir():
+        run = RunFolder(path)
+        if not run.last_checkpoint.is_file():
+            raise UserError(
+                f"--resume '{spec}': the folder has no {RunFolder.CHECKPOINTS}/last.ckpt, so "
+                "there is nothing to continue (a run writes it after its first epoch). Pass a "
+                f"run folder from '{output_path}' or a .ckpt file."
+            )
+        return run, run.last_checkpoint
+    if path.is_file():
+        return RunFolder.of_checkpoint(path), path
+    raise UserError(
+        f"--resume '{spec}' does not exist. Pass a run folder (e.g. {output_path}/<run>), a "
+        f"checkpoint file, or '{LAST}' for the newest run under output_path."
+    )
+
+
+def newest_run(output_path: str | Path) -> RunFolder:
+    """The run under ``output_path`` started last (by the time in its name) that has a
+    ``last.ckpt``."""
+    folder = Path(output_path)
+    runs = []
+    if folder.is_dir():
+        for child in folder.iterdir():
+            match = RUN_NAME.fullmatch(child.name)
+            if match and child.is_dir() and RunFolder(child).last_checkpoint.is_file():
+                runs.append((match.group(1), int(match.group(2) or 1), child))
+    if not runs:
+        raise UserError(
+            f"--resume {LAST}: no run with a checkpoints/last.ckpt in '{folder}' (output_path)."
+            " Pass the run folder itself, or set output_path (-c CONFIG or --set "
+            "output_path=...) to where the runs are."
+        )
+    return RunFolder(max(runs)[2])
+
 
 def resume_point(spec: str | Path, output_path: str | Path) -> ResumePoint:
     """Find and read the checkpoint ``--resume SPEC`` names; a foreign or truncated file is a
     ``UserError``."""
-    run, checkpoint = RunFolder.resolve_resume(spec, output_path)
+    run, checkpoint = resolve_resume(spec, output_path)
     ckpt = read_checkpoint(checkpoint)
     epoch = ckpt.get("epoch")
     if not isinstance(epoch, int) or "optimizer_states" not in ckpt or "loops" not in ckpt:
@@ -78,6 +143,7 @@ def resume_point(spec: str | Path, output_path: str | Path) -> ResumePoint:
         meta=meta,
         epoch=epoch,
         early_stopping=stopper if isinstance(stopper, dict) else None,
+        summary=_read_summary(run),
     )
 
 
@@ -153,39 +219,83 @@ def check_resumable(
     _check_early_stop(point, config)
 
 
-# ---- resuming with other learning-rate settings ------------------------------------
+# ---- resuming with other learning-rate settings -------------------------------------
 class ResumedSettings(Callback):
     """Lets a resumed run go on with the config's optimizer and scheduler settings where they
-    differ from the run's own (``run_config``): they replace the checkpoint's before Lightning
-    restores its optimizer and scheduler (see ``models.optimization.carry_over_settings``)."""
+    differ from the run's own (``run_config``), timm's way: once Lightning has restored the
+    checkpoint's optimizer, its groups take the new settings (keeping their moments) and the
+    scheduler is rebuilt from the current arguments and stepped to the resumed epoch. With
+    nothing changed it does nothing: the resumed run is bit-identical to one never stopped.
+    It also removes the temporary files a killed checkpoint write left."""
 
-    def __init__(self, config: Config, run_config: dict[str, Any]) -> None:
-        self.optimizer = config.optimizer
-        self.scheduler = config.lr_scheduler
-        self.new = (config.optimizer_params, config.lr_scheduler_params)
+    def __init__(self, config: Config, run_config: dict[str, Any], point: ResumePoint) -> None:
+        self.config, self.point = config, point
         # A run config without these keys cannot say what changed: nothing is carried over.
-        self.old = tuple(
-            run_config.get(key, new)
-            for key, new in zip(("optimizer_params", "lr_scheduler_params"), self.new)
-        )
+        self.changed = [
+            *changed_settings(
+                run_config.get("optimizer_params", config.optimizer_params),
+                config.optimizer_params,
+            ),
+            *changed_settings(
+                run_config.get("lr_scheduler_params", config.lr_scheduler_params),
+                config.lr_scheduler_params,
+            ),
+        ]
+        self.settings: dict[str, Any] = {}
 
-    def on_load_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        schedulers = checkpoint.get("lr_schedulers") or [None]
-        for optimizer_state in checkpoint.get("optimizer_states") or []:
-            changed = carry_over_settings(
-                optimizer_state,
-                schedulers[0],
-                self.optimizer,
-                self.old[0],
-                self.new[0],
-                self.scheduler,
-                self.old[1],
-                self.new[1],
-            )
-            if changed:
-                log.info("resumed with new optimizer/scheduler settings: %s", ", ".join(changed))
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.changed:  # the optimizer as the config builds it, before the restore
+            self.settings = group_settings(trainer.optimizers[0])
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for partial in leftover_partials(self.point.run.checkpoints):
+            partial.unlink(missing_ok=True)
+        if not self.changed:
+            return
+        rows = read_metric_rows(self.point.run.metrics_csv)
+        losses = {r["epoch"]: r["valid_loss"] for r in rows if r["valid_loss"] != ""}
+        epochs = self.point.next_epoch
+        scheduler = resume_with(
+            trainer.optimizers[0],
+            self.settings,
+            self.config.lr_scheduler,
+            self.config.lr_scheduler_params,
+            epochs,
+            [losses.get(epoch, float("inf")) for epoch in range(epochs)],
+        )
+        if scheduler is not None:
+            trainer.lr_scheduler_configs[0].scheduler = scheduler
+        log.info("resumed with new optimizer/scheduler settings: %s", ", ".join(self.changed))
+
+
+# ---- the random-number state --------------------------------------------------------
+class RandomState(Callback):
+    """Keeps Python's, NumPy's and torch's random-number state in every checkpoint and restores
+    it on resume: the shuffling and the augmentations of the epochs after a resume are those of
+    a run that was never stopped. Stored as plain numbers and tensors (``weights_only`` loads)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        version, internal, gauss = random.getstate()
+        name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+        state = {
+            "python": [version, list(internal), gauss],
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            cuda_states = state["cuda"]
+            if len(cuda_states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda_states)
 
 
 # ---- resuming an early-stopped run ---------------------------------------------------
@@ -217,17 +327,18 @@ def _early_stop_epoch(point: ResumePoint, state: dict[str, Any]) -> int | None:
     stopped = state.get("stopped_epoch")
     if isinstance(stopped, int) and stopped > 0:
         return stopped
-    try:
-        summary = json.loads(point.run.summary_json.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if (
-        isinstance(summary, dict)
-        and summary.get("early_stopped") is True
-        and summary.get("epochs_run") == point.next_epoch
-    ):
+    summary = point.summary if point.summary is not None else _read_summary(point.run)
+    if summary.get("early_stopped") is True and summary.get("epochs_run") == point.next_epoch:
         return point.epoch
     return None
+
+
+def _read_summary(run: RunFolder) -> dict[str, Any]:
+    try:
+        summary = json.loads(run.summary_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
 
 
 def _plain(value: Any) -> Any:

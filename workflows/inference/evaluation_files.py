@@ -7,14 +7,11 @@ import io
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import torch
 
 from datasets.labels import csv_writer
 from utils.files import write_bytes_atomic, write_text_atomic
-
-matplotlib.use("Agg")  # files only, never a window; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
+from utils.plotting import pyplot
 
 MOST_CONFUSED = 20
 # Above this many classes the heatmap has no tick labels (class ids every few rows instead) and
@@ -79,7 +76,7 @@ def plot_confusion(
     rows = counts.sum(dim=1, keepdim=True)
     fractions = torch.where(rows > 0, counts / rows.clamp(min=1), torch.zeros_like(counts))
     side = min(16.0, max(6.0, 0.07 * k + 4.0))
-    fig, ax = plt.subplots(figsize=(side + 1.5, side), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(side + 1.5, side), dpi=120)
     try:
         image = ax.imshow(
             fractions.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest"
@@ -115,7 +112,7 @@ def plot_confusion(
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
     finally:
-        plt.close(fig)
+        pyplot().close(fig)
     write_bytes_atomic(path, buffer.getvalue())
 
 
