@@ -220,7 +220,7 @@ def test_executorch_fp32_and_int8(trained, exports, tmp_path):
     assert model.class_names == open_exported(exports[0].path).class_names
     assert "quantization" in model.metadata
     reference = evaluate_checkpoint(checkpoint, num_workers=0, out_dir=tmp_path / "ref")
-    scored = evaluate_checkpoint(int8.path, out_dir=tmp_path / "pte")
+    scored = evaluate_checkpoint(int8.path, prepared, out_dir=tmp_path / "pte")
     assert abs(scored["top1"] - reference["top1"]) <= 0.1
     images = sorted((prepared / "test").iterdir())[:4]
     results, failures = predict_paths(fp32.path, images, top_k=1)
