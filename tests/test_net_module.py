@@ -12,7 +12,7 @@ from models.label_smoothing_ce import LabelSmoothingCrossEntropy
 from models.net_module import NetModule
 from utils.logger import lightning_info_off
 from workflows.training.callbacks import make_trainer
-from workflows.training.interruptions import FiniteLossGuard, NonFiniteLoss
+from workflows.training.failures import FiniteLossGuard, NonFiniteLoss
 
 
 def test_test_stage_reports_what_a_direct_computation_gives():
