@@ -320,3 +320,20 @@ def test_lr_goes_on_a_log_axis_only_when_it_spans_more_than_10x(thesis_runs, tmp
     pyplot().close("all")
     curves = figures.plot_learning_curves(by_id["C-50"], tmp_path / "learning_curves.png")
     assert curves.is_file() and by_id["C-50"].best_epoch == 114
+
+
+def test_a14_a_newline_or_a_huge_description_keeps_summary_md_one_row_per_run(output, tmp_path):
+    run = output / "ghost_20260101000001"
+    config = yaml.safe_load((run / "config.yml").read_text())
+    config["description"] = "first line\nsecond | line " + "x" * 20_000
+    config["tags"] = ["a\ntag"]
+    (run / "config.yml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "report"
+    assert compare_experiments.main([str(output), "--out", str(out)]) == 0
+    table = (out / "summary.md").read_text().split("## The thesis's table")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "ghost_" in line]
+    assert len(rows) == 2  # the newline did not start a row of its own
+    assert "first line second \\| line x" in rows[0] or "first line second \\| line x" in rows[1]
+    assert max(len(r) for r in rows) < 1_000  # the 20,000 characters were cut
+    with open(out / "summary.csv", newline="") as handle:  # the CSV keeps the cell whole
+        assert any(len(r["description"]) > 20_000 for r in csv.DictReader(handle))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-REQUIREMENTS = ("prod_requirements.txt", "dev_requirements.txt")
+REQUIREMENTS = ("prod_requirements.txt", "dev_requirements.txt", "postgres_requirements.txt")
 
 
 def _dry_run(tmp_path: Path, target: str) -> list[str]:

@@ -12,7 +12,7 @@ from models.label_smoothing_ce import LabelSmoothingCrossEntropy
 from models.net_module import NetModule
 from utils.logger import lightning_info_off
 from workflows.training.callbacks import make_trainer
-from workflows.training.interruptions import FiniteLossGuard, NonFiniteLoss
+from workflows.training.failures import FiniteLossGuard, NonFiniteLoss
 
 
 def test_test_stage_reports_what_a_direct_computation_gives():
@@ -79,7 +79,7 @@ def test_a_training_step_and_its_loss_guard_never_wait_for_the_device():
         with probe.per_batch():
             step(FiniteLossGuard.CHECK_EVERY - 1)  # the guard reads its record: one wait
     assert [w.kind for w in probe.waits] == ["copy to host"]
-    assert "interruptions.py" in probe.waits[0].where
+    assert "failures.py" in probe.waits[0].where
 
 
 def test_the_loss_guard_names_the_first_bad_batch_when_it_checks():

@@ -22,6 +22,7 @@ THESIS_ROWS = (
 )
 # Up to this many runs the console shows the thesis's table (a column per run).
 PRINTED_RUNS = 8
+CELL_CHARS = 80  # a Markdown cell's most characters
 
 
 def wide_table(records: list[RunRecord]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -107,4 +108,9 @@ def cell(value: Any) -> str:
 
 
 def _escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """One line of at most ``CELL_CHARS`` characters: a newline would end the table's row and a
+    description of pages would fill the console (the CSV keeps every cell whole)."""
+    text = " ".join(text.split())
+    if len(text) > CELL_CHARS:
+        text = text[: CELL_CHARS - 1] + "…"
+    return text.replace("|", "\\|")
