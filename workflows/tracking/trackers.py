@@ -227,24 +227,6 @@ class TensorBoardTracker(Tracker):
             writer.add_text("resumed", f"resumed at epoch {self.resume_at}", self.resume_at)
         self.inner.log_hyperparams(as_text_params(params))
 
-    def _make_experiment(self) -> None:
-        """Creates the experiment on a new store, as news rather than Lightning's warning that
-        it was not found."""
-        client = importlib.import_module("mlflow.tracking").MlflowClient(self.uri)
-        if client.get_experiment_by_name(self.experiment_name) is not None:
-            return
-        try:
-            client.create_experiment(self.experiment_name, artifact_location=self.artifact_location)
-        except Exception:
-            if client.get_experiment_by_name(self.experiment_name) is None:
-                raise
-            return  # another process of a sweep made it first
-        log.info(
-            "MLflow: created the experiment '%s' in %s",
-            self.experiment_name,
-            without_credentials(self.uri),
-        )
-
     def _log(self, values, epoch):
         self.inner.log_metrics(values, step=epoch)
 
