@@ -15,7 +15,6 @@ smaller) of DATA_PATH (default: the run's stanford_data_path) and checked on its
 from __future__ import annotations
 
 import argparse
-import sys
 
 from utils.cli import checkpoint_parser, path_text, positive_int
 from utils.errors import run_cli
@@ -70,7 +69,6 @@ def main(argv=None) -> int:
     print(
         f"Exporting {args.checkpoint} to {kind}, then checking the file against the checkpoint "
         "(a minute or less on a CPU)...",
-        file=sys.stderr,
         flush=True,
     )
     report = export_model(

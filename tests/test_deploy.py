@@ -99,7 +99,7 @@ def test_export_cli_prints_the_check(trained, tmp_path, capsys):
     out = captured.out
     assert "model-int8.onnx" in out and "held-out images" in out and "x the fp32" in out
     # C.4: what the wait is for is said before it, not only after
-    assert captured.err.startswith(f"Exporting {checkpoint} to onnx int8, then checking")
+    assert out.startswith(f"Exporting {checkpoint} to onnx int8, then checking")
     assert (tmp_path / "model-int8.onnx").is_file()
 
 
