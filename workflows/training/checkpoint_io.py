@@ -23,8 +23,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        with replacing(path, suffix=TEMP_SUFFIX, fsync=True) as tmp:
-            torch.save(checkpoint, tmp)
+        with replacing(path, suffix=TEMP_SUFFIX, fsync=True) as tmp, tmp.open("wb") as handle:
+            torch.save(checkpoint, handle)
 
 
 def leftover_partials(folder: Path) -> list[Path]:
