@@ -15,6 +15,7 @@ smaller) of DATA_PATH (default: the run's stanford_data_path) and checked on its
 from __future__ import annotations
 
 import argparse
+import sys
 
 from utils.cli import checkpoint_parser, path_text, positive_int
 from utils.errors import run_cli
@@ -64,6 +65,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    kind = f"{args.format}{' ' + args.quantize if args.quantize else ''}"
+    # Exporting and checking take tens of seconds on a CPU: say so before the wait.
+    print(
+        f"Exporting {args.checkpoint} to {kind}, then checking the file against the checkpoint "
+        "(a minute or less on a CPU)...",
+        file=sys.stderr,
+        flush=True,
+    )
     report = export_model(
         args.checkpoint,
         args.format,

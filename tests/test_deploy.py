@@ -95,8 +95,11 @@ def test_export_cli_prints_the_check(trained, tmp_path, capsys):
     argv = ["--checkpoint", str(checkpoint), "--quantize", "int8", "--output", str(tmp_path)]
     argv += ["--calibration-images", "8"]
     assert exit_code(export_cli.main, argv) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "model-int8.onnx" in out and "held-out images" in out and "x the fp32" in out
+    # C.4: what the wait is for is said before it, not only after
+    assert captured.err.startswith(f"Exporting {checkpoint} to onnx int8, then checking")
     assert (tmp_path / "model-int8.onnx").is_file()
 
 

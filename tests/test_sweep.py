@@ -224,7 +224,8 @@ def test_sweep_from_the_command_line_trains_for_real(config_file, tmp_path, caps
     code = train.main(["-c", str(config_file), "--sweep", f"{WD}=0.3,0.6", "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "2 run(s) trained here" in printed and printed.count("| ghost_") == 2
+    runs_table = printed.split("| Metric |")[0]  # the thesis's table follows, a column per run
+    assert "2 run(s) trained here" in printed and runs_table.count("| ghost_") == 2
     runs = [RunFolder(p.parent) for p in (tmp_path / "output").glob("*/summary.json")]
     assert len(runs) == 2
     assert all(

@@ -552,3 +552,29 @@ def test_progress_bars_only_on_a_terminal(monkeypatch):
         max_epochs=1, accelerator="cpu", devices=1, callbacks=[], progress_bar=True
     )
     assert not any(isinstance(c, callbacks.EpochProgressBar) for c in trainer.callbacks)
+
+
+def test_c5_a_first_mlflow_run_speaks_in_the_project_format_and_warns_of_nothing(
+    prepared_data, tmp_path
+):
+    # A fresh interpreter: MLflow sets up its own log format when it is first imported.
+    config = tmp_path / "config.yml"
+    config.write_text(
+        f"stanford_data_path: {prepared_data}\noutput_path: {tmp_path / 'out'}\n"
+        f"logging_dir: {tmp_path / 'logs'}\nimage_size: [32, 32]\nbatch_size: 4\n"
+        "num_epochs: 1\nnum_workers: 0\naccelerator: cpu\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "train.py", "-c", str(config), "--no-progress"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    logged = [line for line in done.stderr.splitlines() if line[:4].isdigit()]
+    assert logged and all(" - INFO - " in line or " - WARNING - " in line for line in logged)
+    assert not [line for line in logged if " - WARNING - " in line], done.stderr
+    assert any("MLflow: created the experiment 'cars'" in line for line in logged)
+    assert not any("alembic" in line for line in logged)

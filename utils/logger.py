@@ -58,6 +58,8 @@ def setup_logging(logging_dir: str | Path, loglevel: str = "INFO") -> Path:
             library_logger.removeHandler(handler)
         library_logger.propagate = True
         library_logger.setLevel(logging.NOTSET)
+    # The database migrations under MLflow's store announce each plugin they load.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     return log_file
 
 

@@ -48,6 +48,9 @@ NEPTUNE_DIR = ".neptune"
 LEARNING_CURVES = "learning_curves.png"
 # Without these MLflow retries an unreachable server for minutes per call.
 _MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+# MLflow gives its loggers a handler and format of its own when it is imported; without it they
+# pass through the project's (console and log file, one format).
+_MLFLOW_OWN_LOGGING = "MLFLOW_CONFIGURE_LOGGING"
 SUMMARY_TAG = "summary."  # MLflow: the summary as tags, apart from the per-epoch series
 _SUMMARY_METRICS = (
     "epochs_run",
@@ -89,6 +92,7 @@ class MlflowTracker(Tracker):
         if self.uri.startswith(("http://", "https://")):
             for key, value in _MLFLOW_HTTP_DEFAULTS.items():
                 os.environ.setdefault(key, value)
+        os.environ.setdefault(_MLFLOW_OWN_LOGGING, "false")
         self.experiment_name = config.mlflow_experiment
         self.artifact_location = None
         if not config.mlflow_tracking_uri:  # our own store: its artifacts beside it
@@ -118,7 +122,12 @@ class MlflowTracker(Tracker):
             run_id=continued,
         )
         inner = self.inner
-        open_store(self.uri, lambda: inner.run_id)  # makes the store, the experiment and the run
+
+        def open_run() -> str:  # makes the store, the experiment and the run
+            self._make_experiment()
+            return inner.run_id
+
+        open_store(self.uri, open_run)
         if continued is None:
             self.inner.log_hyperparams(as_text_params(params))
         else:
@@ -132,6 +141,24 @@ class MlflowTracker(Tracker):
             )
         run.record_tracker(
             MLFLOW, mlflow_identity(self.uri, self.inner.experiment_id, self.inner.run_id)
+        )
+
+    def _make_experiment(self) -> None:
+        """Creates the experiment on a new store, as news rather than Lightning's warning that
+        it was not found."""
+        client = importlib.import_module("mlflow.tracking").MlflowClient(self.uri)
+        if client.get_experiment_by_name(self.experiment_name) is not None:
+            return
+        try:
+            client.create_experiment(self.experiment_name, artifact_location=self.artifact_location)
+        except Exception:
+            if client.get_experiment_by_name(self.experiment_name) is None:
+                raise
+            return  # another process of a sweep made it first
+        log.info(
+            "MLflow: created the experiment '%s' in %s",
+            self.experiment_name,
+            without_credentials(self.uri),
         )
 
     def _log(self, values, epoch):
