@@ -43,9 +43,9 @@ from benchmarks.common import IMAGE_SIZE, NUM_CLASSES, Rows, make_dataset, sync 
 from benchmarks.epoch import bench_epoch  # noqa: E402
 from benchmarks.startup import bench_startup  # noqa: E402
 from configuration import TEMPLATE_PATH, load_config  # noqa: E402
-from datasets.cache import open_or_build  # noqa: E402
+from datasets.cache.device import DeviceImages  # noqa: E402
+from datasets.cache.images import open_or_build  # noqa: E402
 from datasets.device_augment import DeviceAugmenter  # noqa: E402
-from datasets.device_cache import DeviceImages  # noqa: E402
 from datasets.stanford_data import StanfordCarsDataset  # noqa: E402
 from models.arch_dict import build_network  # noqa: E402
 from models.optimization import build_loss  # noqa: E402

@@ -139,7 +139,7 @@ class Config(BaseModel):
     # lr_scheduler_params.patience with ReduceLROnPlateau. Raise it to resume an early-stopped run.
     early_stop_patience: int | None = Field(None, gt=0)
 
-    # Speed (see datasets/cache.py, datasets/device_augment.py, models/speed.py)
+    # Speed (see datasets/cache/images.py, datasets/device_augment.py, models/speed.py)
     cache_images: bool = False  # resized pixels cached per split beside the prepared data
     augment_on: Literal["cpu", "device"] = "cpu"  # where augmentations and Normalize run
     channels_last: bool = False
@@ -148,7 +148,7 @@ class Config(BaseModel):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     # With cache_images and augment_on: device, gather batches from a copy of the cache on the
-    # device (auto: when it fits; see datasets/device_cache.py)
+    # device (auto: when it fits; see datasets/cache/device.py)
     cache_on_device: bool | Literal["auto"] = "auto"
     # The batch size of the validation after each epoch (None: batch_size). Validation keeps
     # no activations for a backward pass, so larger batches fit and run faster, same numbers.

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from datasets.cache import ImageCache, array_image
+from datasets.cache.images import ImageCache, array_image
 from datasets.labels import SPLITS, Annotation, labels_csv, read_annotations
 from datasets.preprocessing import Augmentation, Preprocessing
 from datasets.transforms import (

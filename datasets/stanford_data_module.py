@@ -12,8 +12,8 @@ import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler
 
-from datasets.cache import CACHE_DIRNAME, ImageCache, open_or_build
-from datasets.device_cache import CacheOnDevice, IndexDataset
+from datasets.cache.device import CacheOnDevice, IndexDataset
+from datasets.cache.images import CACHE_DIRNAME, ImageCache, open_or_build
 from datasets.labels import SPLITS, class_names_from, read_annotations
 from datasets.preprocessing import Augmentation, Preprocessing
 from datasets.stanford_data import StanfordCarsDataset
@@ -83,7 +83,7 @@ class StanfordCarsDataModule(pl.LightningDataModule):
 
             self.device_augmenter = DeviceAugmenter(self.preprocessing, self.augmentations)
         # cache_on_device: with the cache and device augmentation, batches may be gathered
-        # from a copy of the cache on the device (datasets/device_cache.py)
+        # from a copy of the cache on the device (datasets/cache/device.py)
         gather = cache_images and augment_on == "device"
         self.cache_on_device = CacheOnDevice(cache_on_device if gather else False)
 

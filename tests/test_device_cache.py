@@ -15,7 +15,7 @@ from pytorch_lightning.utilities.data import _update_dataloader
 from torch.utils.data import DistributedSampler
 
 from configuration import TEMPLATE_PATH, load_config
-from datasets.device_cache import DeviceImages, IndexDataset, fits_on_device, use_cache_on_device
+from datasets.cache.device import DeviceImages, IndexDataset, fits_on_device, use_cache_on_device
 from datasets.preprocessing import Augmentation, Preprocessing
 from datasets.stanford_data import StanfordCarsDataset
 from datasets.stanford_data_module import StanfordCarsDataModule

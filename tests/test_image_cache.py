@@ -21,9 +21,9 @@ import pytest
 import torch
 from PIL import Image
 
-import datasets.cache as cache_module
-import datasets.cache_build as cache_build
-from datasets.cache import open_or_build
+import datasets.cache.build as cache_build
+import datasets.cache.images as cache_module
+from datasets.cache.images import open_or_build
 from datasets.preprocessing import Augmentation, Preprocessing
 from datasets.stanford_data import StanfordCarsDataset
 from datasets.stanford_data_module import StanfordCarsDataModule
@@ -245,8 +245,8 @@ def test_sigterm_during_a_pool_build_leaves_no_temp_file_and_no_traceback(data, 
         f"""
         import time
         from pathlib import Path
-        import datasets.cache as cache
-        import datasets.cache_build as build
+        import datasets.cache.images as cache
+        import datasets.cache.build as build
         from datasets.preprocessing import Preprocessing
         from datasets.stanford_data import StanfordCarsDataset
 

@@ -15,16 +15,21 @@ import yaml
 
 @contextlib.contextmanager
 def replacing(
-    path: str | Path, unwritable: Callable[[OSError], Exception] | None = None
+    path: str | Path,
+    unwritable: Callable[[OSError], Exception] | None = None,
+    *,
+    suffix: str = ".tmp",
+    fsync: bool = False,
 ) -> Iterator[Path]:
     """A new empty file beside ``path`` for the block to write: renamed over ``path``, with the
     usual permissions, when the block ends; removed when it raises. A reader sees the old file
     or the new one, never half of one. ``unwritable`` turns a failure to create the temporary
-    file (no such folder, no permission) into the caller's own error."""
+    file (no such folder, no permission) into the caller's own error. ``fsync`` flushes the new
+    file to disk before the rename, so a crash just after it cannot leave an empty file."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as err:
         if unwritable is None:
             raise
@@ -33,6 +38,9 @@ def replacing(
     tmp = Path(name)
     try:
         yield tmp
+        if fsync:
+            with tmp.open("rb+") as handle:
+                os.fsync(handle.fileno())
         give_umask_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:

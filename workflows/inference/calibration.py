@@ -28,15 +28,20 @@ MIN_AGREEMENT = 0.9  # top-1 agreement with the checkpoint below which an export
 CALIBRATION_SPLIT, VERIFY_SPLIT = SPLITS[0], SPLITS[1]  # "train", "test"
 
 
-def data_path_of(run: RunFolder, data_path: str | Path | None) -> Path:
-    """``data_path`` or the run config's ``stanford_data_path``."""
+def data_path_of(
+    run: RunFolder,
+    data_path: str | Path | None,
+    why: str = "int8 needs its training images for calibration",
+) -> Path:
+    """``data_path`` or the run config's ``stanford_data_path``; ``why`` the data is needed
+    ends the message when neither names it."""
     if data_path is None:
         data_path = run.read_config().get("stanford_data_path")
         if not data_path:
             raise UserError(
                 f"no data folder given and no run config ('{run.config_yml}') naming "
                 "stanford_data_path was found. Pass the prepared data folder with -d DATA_PATH "
-                "(int8 needs its training images for calibration)."
+                f"({why})."
             )
     return Path(data_path)
 

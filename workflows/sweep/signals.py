@@ -4,14 +4,12 @@ the study (never left RUNNING), and the same command later trains that combinati
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-_SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+from workflows.training.interruptions import give_back_signals, signal_name, take_signals
 
 
 class SweepStopped(KeyboardInterrupt):
@@ -25,7 +23,7 @@ class SweepStopped(KeyboardInterrupt):
 
     @property
     def signal_name(self) -> str:
-        return _SIGNAL_NAMES.get(self.signum, f"signal {self.signum}")
+        return signal_name(self.signum)
 
     @property
     def exit_code(self) -> int:
@@ -46,16 +44,12 @@ class SweepSignals:
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> SweepSignals:
-        if threading.current_thread() is threading.main_thread():
-            self._owner = os.getpid()
-            self._previous = {signum: signal.getsignal(signum) for signum in _SIGNAL_NAMES}
-            for signum in _SIGNAL_NAMES:
-                signal.signal(signum, self._handle)
+        self._owner = os.getpid()
+        self._previous = take_signals(self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for signum, old in self._previous.items():
-            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+        give_back_signals(self._previous)
         self._previous = {}
 
     def _handle(self, signum: int, frame: Any) -> None:

@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pytorch_lightning.loggers import Logger
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from utils.errors import first_line
 from utils.text import without_credentials
@@ -28,7 +27,9 @@ END_TIMEOUT_S = 20.0
 class Tracker(Logger):
     """One tracker inside a run. Lightning hands it each epoch's logged values (the epoch is
     the step); the training workflow calls ``finish`` with the run's summary. Every call runs
-    guarded: an error or no answer within the time limit warns once and turns the tracker off."""
+    guarded: an error or no answer within the time limit warns once and turns the tracker off.
+    Only the run's first process builds trackers (``workflows.training.assembly``), so no call
+    here needs a rank guard."""
 
     label = "tracker"
     fix = ""
@@ -63,11 +64,9 @@ class Tracker(Logger):
     def version(self) -> None:
         return None  # nothing to add to the progress bar
 
-    @rank_zero_only
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         """Lightning's own hyperparameters are not sent: ``begin`` sent the thesis's."""
 
-    @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         # Lightning hands over float32 values: 1e-05 arrives as 9.99999974737875e-06. Seven
         # significant digits are all float32 holds, and read as the number that was meant.
@@ -76,7 +75,6 @@ class Tracker(Logger):
         if values:
             self.call("logging the metrics", lambda: self._log(values, epoch))
 
-    @rank_zero_only
     def finalize(self, status: str) -> None:
         # The run's end comes later, in ``finish``, with the summary; only remember how it ended.
         if status != "success":

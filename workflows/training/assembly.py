@@ -20,7 +20,7 @@ from models.checkpoint import CheckpointMeta
 from models.net_module import NetModule
 from models.optimization import build_loss
 from models.speed import prepare_network
-from utils.hardware import available_cpus, default_num_workers, detect_runtime, usable_workers
+from utils.hardware import available_cpus, detect_runtime, usable_workers
 from utils.logger import drop_lightning_noise
 from workflows.runs.launch import Launch
 from workflows.runs.metrics import MetricsCSV
@@ -189,7 +189,7 @@ def _trainer(
             FiniteLossGuard(),
             lifecycle.loading,
             RandomState(),
-            EpochLog(),  # one line per epoch, with progress bars or without
+            EpochLog(write=lifecycle.launch.first),  # one line per epoch, with progress bars or without
             *extra,
             lifecycle,  # last: it ends the run once the others are done
         ],
@@ -205,8 +205,7 @@ def _trainer(
 
 def build_datamodule(config: Config, data_path: str | Path | None = None) -> StanfordCarsDataModule:
     """The data module a config describes."""
-    num_workers = config.num_workers if config.num_workers is not None else default_num_workers()
-    num_workers, lowered = usable_workers(num_workers)  # never more than the CPUs
+    num_workers, lowered = usable_workers(config.num_workers)  # never more than the CPUs
     if lowered:
         log.warning(lowered)
     return StanfordCarsDataModule(

@@ -19,9 +19,11 @@ log = logging.getLogger(__name__)
 
 
 class EpochLog(Callback):
-    """Logs each epoch's metrics once validation has computed them (process 0 only)."""
+    """Logs each epoch's metrics once validation has computed them (``write``: in the first
+    process of the run only, see ``workflows.runs.launch``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, write: bool = True) -> None:
+        self.write = write
         self._started = time.monotonic()
         self._best: float | None = None
 
@@ -29,7 +31,7 @@ class EpochLog(Callback):
         self._started = time.monotonic()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: NetModule) -> None:
-        if trainer.sanity_checking or not pl_module.epoch_metrics or trainer.global_rank != 0:
+        if trainer.sanity_checking or not pl_module.epoch_metrics or not self.write:
             return
         metrics = pl_module.epoch_metrics
         valid_loss = metrics.get("valid_loss")

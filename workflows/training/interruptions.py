@@ -16,6 +16,28 @@ from utils.errors import UserError
 _SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
 
 
+def signal_name(signum: int) -> str:
+    """How a stop signal is named in messages."""
+    return _SIGNAL_NAMES.get(signum, f"signal {signum}")
+
+
+def take_signals(handler: Any) -> dict[int, Any]:
+    """Make ``handler`` answer SIGINT and SIGTERM; the handlers it replaced, for
+    ``give_back_signals``. Outside the main thread (where Python allows no handler) nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {signum: signal.getsignal(signum) for signum in _SIGNAL_NAMES}
+    for signum in _SIGNAL_NAMES:
+        signal.signal(signum, handler)
+    return previous
+
+
+def give_back_signals(previous: dict[int, Any]) -> None:
+    """Put back the handlers ``take_signals`` replaced."""
+    for signum, old in previous.items():
+        signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+
 class RunInterrupted(BaseException):
     """Raised in the main thread when the run gets SIGINT or SIGTERM. Not a KeyboardInterrupt,
     which Lightning answers with ``sys.exit(1)`` before the run folder is brought up to date."""
@@ -26,7 +48,7 @@ class RunInterrupted(BaseException):
 
     @property
     def signal_name(self) -> str:
-        return _SIGNAL_NAMES.get(self.signum, f"signal {self.signum}")
+        return signal_name(self.signum)
 
     @property
     def exit_code(self) -> int:
@@ -80,16 +102,12 @@ class SignalStop(Callback):
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> SignalStop:
-        if threading.current_thread() is threading.main_thread():
-            self._owner = os.getpid()
-            self._previous = {signum: signal.getsignal(signum) for signum in _SIGNAL_NAMES}
-            for signum in _SIGNAL_NAMES:
-                signal.signal(signum, self._handle)
+        self._owner = os.getpid()
+        self._previous = take_signals(self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for signum, old in self._previous.items():
-            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+        give_back_signals(self._previous)
         self._previous = {}
 
     def _handle(self, signum: int, frame: Any) -> None:

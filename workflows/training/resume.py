@@ -21,8 +21,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from configuration import Config, load_config
-from configuration.loading import DEFAULT_CONFIG
+from configuration import Config, configured_output_path, load_config
 from configuration.schema import SECRET_KEYS
 from models.checkpoint import META_KEY, CheckpointMeta, read_checkpoint
 from models.optimization import changed_settings, group_settings, resume_with
@@ -156,7 +155,8 @@ def load_resume_config(
     if config_path is not None:
         config = load_config(config_path, overrides, data_path)
         return config, resume_point(spec, config.output_path)
-    point = resume_point(spec, _default_output_path())
+    output_path = configured_output_path(None) or Config.model_fields["output_path"].default
+    point = resume_point(spec, output_path)
     if not point.run.config_yml.is_file():
         raise UserError(
             f"run '{point.run.path}' has no {RunFolder.CONFIG}, so its settings are unknown. "
@@ -165,17 +165,6 @@ def load_resume_config(
     no_secrets = [f"{key}=" for key in SECRET_KEYS]
     config = load_config(point.run.config_yml, [*no_secrets, *overrides], data_path)
     return config, point
-
-
-def _default_output_path() -> str:
-    """Where ``last`` looks without -c: output_path of ./config.yml when it loads, else the
-    default (a broken config.yml is no reason to refuse a resume that does not need it)."""
-    if Path(DEFAULT_CONFIG).is_file():
-        try:
-            return load_config(DEFAULT_CONFIG).output_path
-        except UserError:
-            pass
-    return Config.model_fields["output_path"].default
 
 
 def check_resumable(

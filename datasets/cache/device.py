@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datasets.cache import ImageCache
+from datasets.cache.images import ImageCache
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)

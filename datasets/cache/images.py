@@ -12,7 +12,7 @@ header that is missing, does not parse, fails its own checksum or does not match
 size or CRC-32 means the cache is rebuilt, never read. Loader workers map the array read-only,
 so no process copies it.
 
-A build (``datasets.cache_build``) writes ``.<split>-<key>.u8.<host>.<pid>.tmp`` first;
+A build (``datasets.cache.build``) writes ``.<split>-<key>.u8.<host>.<pid>.tmp`` first;
 SIGTERM or Ctrl-C during it removes that file and ends its workers quietly, and a temp file of
 a process that is gone (killed with SIGKILL, a crashed machine) is removed by the next open.
 """
@@ -32,7 +32,7 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image
 
-from datasets.cache_build import (
+from datasets.cache.build import (
     build_array,
     remove_stale_temps,
     temp_path,

@@ -1,4 +1,4 @@
-"""Building an image cache's array (``datasets.cache``): every image decoded once into a temp
+"""Building an image cache's array (``datasets.cache.images``): every image decoded once into a temp
 file, by this process or by forked workers that each fill their own share of it.
 
 The workers are plain processes with no queue or lock between them, so a stop never leaves
