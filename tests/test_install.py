@@ -3,6 +3,7 @@ requirements, `make test` the development ones (which include them)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,8 +18,15 @@ def _dry_run(tmp_path: Path, target: str) -> list[str]:
     """The commands ``make -n target`` would run in a fresh copy (no .venv yet)."""
     for name in ("Makefile", *REQUIREMENTS):
         shutil.copy(REPO / name, tmp_path / name)
+    # Under `make test-all` the outer make's variables would turn this into its sub-make.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     done = subprocess.run(
-        ["make", "-n", target], cwd=tmp_path, capture_output=True, text=True, timeout=30
+        ["make", "--no-print-directory", "-n", target],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
