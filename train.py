@@ -161,5 +161,6 @@ def sweep_main(args: argparse.Namespace) -> int:
         return 2
     return 0
 
+
 if __name__ == "__main__":
     run_cli(main)

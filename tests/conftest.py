@@ -106,6 +106,8 @@ def run_script(capsys, monkeypatch):
         return ScriptResult(caught.value.code, captured.out, captured.err)
 
     return run
+
+
 # ---- a real PostgreSQL server (tests/test_scale_out.py) ----------------------------------------
 PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin",)  # Debian's postgresql-15: not on PATH
 PG_USER, PG_PASSWORD = "cars", "cars-test-pw"

@@ -147,7 +147,9 @@ def evaluate_exported(
     """``evaluate_checkpoint`` for an exported model file (see the module doc)."""
     model = open_exported(path, threads=0)
     run = run_of_export(model.path)
-    data_path = data_path_of(run, data_path, "evaluating an exported model needs the prepared images")
+    data_path = data_path_of(
+        run, data_path, "evaluating an exported model needs the prepared images"
+    )
     dataset = StanfordCarsDataset(data_path, split, model.preprocessing)
     _check_labels(dataset, model, data_path, split)
     logits, labels = [], []

@@ -156,7 +156,9 @@ def _lr_axis(axis, values: list[float]) -> None:
     top = max(values, default=0.0)
     if top > 0:
         axis.set_ylim(0, top * 1.25)
-    axis.yaxis.set_major_formatter(ticker().FuncFormatter(lambda v, _: "0" if v == 0 else f"{v:.1e}"))
+    axis.yaxis.set_major_formatter(
+        ticker().FuncFormatter(lambda v, _: "0" if v == 0 else f"{v:.1e}")
+    )
 
 
 def _cut_outliers(axis, series: list[list[tuple[int, float]]]) -> None:

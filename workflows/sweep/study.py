@@ -334,9 +334,7 @@ def _objective(trial, axes, name, config_path, overrides, data_path, progress_ba
     except StoppedBeforeFirstEpoch as err:  # a signal before the first epoch ended: stop the sweep
         raise SweepStopped(err.exit_code - 128) from None
     except Exception as err:
-        trial.set_user_attr(
-            ERROR, first_line(err)[:500] or type(err).__name__
-        )
+        trial.set_user_attr(ERROR, first_line(err)[:500] or type(err).__name__)
         log.warning("sweep %s, trial %d failed: %s; the sweep goes on", name, trial.number, err)
         raise
     trial.set_user_attr(RUN_DIR, str(result.run_dir))
