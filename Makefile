@@ -15,19 +15,25 @@ $(VENV)/.installed: prod_requirements.txt dev_requirements.txt postgres_requirem
 
 venv: $(VENV)/.installed
 
+# The quick tests run in one process per core (pytest-xdist), each test module whole in one of
+# them, so that a module's trained-once fixtures are trained once.
+QUICK := -m "not slow" -n auto --dist loadfile
+
 # The quick check: everything but the longer end-to-end runs (target: at most 4 minutes on 2 cores).
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(QUICK)
 
 # CI's command, the full check: also the @pytest.mark.slow runs (kills and resumes, DDP on one
 # and on two nodes, the notebooks, sweeps on PostgreSQL, MLflow servers), which start their
-# own servers (PostgreSQL, MLflow) and stop them.
+# own servers (PostgreSQL, MLflow) and stop them. The slow runs go one at a time: several start
+# processes of their own (DDP, torchrun nodes, servers) and time out when they share the cores.
 test-all: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest
+	$(PY) -m pytest $(QUICK)
+	$(PY) -m pytest -m slow
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

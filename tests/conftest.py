@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-import torch
 
-from configuration import TEMPLATE_PATH, load_config
 from datasets.prepare import prepare_dataset
 from datasets.sample_data import make_sample_raw
 from utils.errors import run_cli
@@ -25,11 +23,35 @@ from utils.errors import run_cli
 NUM_CLASSES = 3
 
 
+# The longest modules of the quick suite, longest first: they run first, so that under
+# pytest-xdist (make test: one process per core, a module whole in one process) the short
+# modules fill in around them instead of one long module running alone at the end. The rest
+# keep their order. A module missing here only costs time.
+LONGEST_FIRST = (
+    "test_deploy.py",
+    "test_resume.py",
+    "test_fine_tuning.py",
+    "test_after_training.py",
+    "test_architectures.py",
+    "test_sweep.py",
+    "test_training.py",
+    "test_run_lifecycle.py",
+    "test_tracking.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    first = {name: rank for rank, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """One intra-op thread for the whole suite: GhostNet's many small ops gain little from a
     second thread, and on a busy 2-core machine two threads spin against each other and run
     several times slower. Subprocesses (the CLI tests) keep torch's default."""
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -51,6 +73,8 @@ def prepared_data(tmp_path_factory) -> Path:
 @pytest.fixture
 def fast_config(tmp_path, prepared_data):
     """A config that trains GhostNet for 2 epochs on tiny images in a few seconds."""
+
+    from configuration import TEMPLATE_PATH, load_config
 
     def make(*overrides: str, data_path=None):
         return load_config(

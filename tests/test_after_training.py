@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
@@ -57,13 +56,6 @@ def run(tmp_path_factory):
         data_path=str(prepared),
     )
     return run_training(config, progress_bar=False), prepared
-
-
-@pytest.fixture(scope="module")
-def onnx_export(run):
-    """The default ONNX export of the best checkpoint (few latency runs: tests need no timing)."""
-    result, _ = run
-    return export_checkpoint(result.best_checkpoint, latency_runs=3)
 
 
 def logits_for(checkpoint: Path, image_path: Path) -> torch.Tensor:
@@ -207,40 +199,6 @@ def test_predict_grayscale_and_cmyk(run, tmp_path):
 
 
 # ---- export_model.py ------------------------------------------------------------------------------
-def test_onnx_export_metadata(run, onnx_export):
-    result, _ = run
-    assert onnx_export.path == result.run_dir / "export" / "model.onnx"
-    assert onnx_export.max_abs_diff <= 1e-4
-    assert onnx_export.size_mb > 0 and onnx_export.latency_ms_runtime > 0
-    model = onnx.load(str(onnx_export.path))
-    props = {p.key: p.value for p in model.metadata_props}
-    parsed = {key: json.loads(props[key]) for key in METADATA_KEYS}
-    _, meta = load_network(result.best_checkpoint)
-    assert parsed["class_names"] == meta.class_names
-    assert parsed["image_size"] == [64, 64]
-    assert parsed["mean"] == pytest.approx([0.4707, 0.4602, 0.4550])
-    assert parsed["std"] == pytest.approx([0.2594, 0.2585, 0.2635])
-    assert parsed["grayscale"] is False
-    assert not list(onnx_export.path.parent.glob("*.tmp"))
-    assert not list(onnx_export.path.parent.glob("*.data"))  # weights inside the one file
-
-
-def test_onnx_export_matches_torch_at_batch_1_and_3(run, onnx_export):
-    result, _ = run
-    net, _ = load_network(result.best_checkpoint)
-    session = ort.InferenceSession(str(onnx_export.path), providers=["CPUExecutionProvider"])
-    (model_input,) = session.get_inputs()
-    assert model_input.name == "images"
-    generator = torch.Generator().manual_seed(1)
-    for batch in (1, 3):
-        images = torch.rand(batch, 3, 64, 64, generator=generator)
-        with torch.inference_mode():
-            expected = net(images).numpy()
-        (got,) = session.run(None, {"images": images.numpy()})
-        assert got.shape == (batch, 3)
-        assert np.abs(got - expected).max() <= 1e-4
-
-
 def test_onnx_low_opset_and_fallback_use_the_legacy_exporter(
     run_script, run, tmp_path, monkeypatch
 ):

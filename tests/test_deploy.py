@@ -3,12 +3,17 @@ evaluated and used for prediction by the same scripts as checkpoints."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
+from typing import NamedTuple
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
+import torch
 
 import evaluate as evaluate_cli
 import export_model as export_cli
@@ -16,13 +21,16 @@ import predict as predict_cli
 from configuration import TEMPLATE_PATH, load_config
 from datasets.prepare import prepare_dataset
 from datasets.sample_data import make_sample_raw
+from models.checkpoint import load_network
 from utils.errors import UserError, run_cli
 from workflows.inference.deploy import export_model
 from workflows.inference.evaluation import evaluate_checkpoint
+from workflows.inference.export import ExportReport
 from workflows.inference.exported import open_exported
 from workflows.inference.prediction import predict_paths
 from workflows.training.run import run_training
 
+METADATA_KEYS = ("class_names", "image_size", "mean", "std", "grayscale")
 REPORT_FILES = ("metrics.json", "per_class.csv", "confusion.png", "most_confused.csv")
 
 
@@ -53,13 +61,33 @@ def trained(tmp_path_factory):
     return run_training(config, progress_bar=False).best_checkpoint, prepared
 
 
+class Exports(NamedTuple):
+    fp32: ExportReport
+    int8: ExportReport
+    int8_code: int  # export_model.py's exit code and standard output for the int8 export
+    int8_printed: str
+
+
 @pytest.fixture(scope="module")
-def exports(trained):
-    """fp32 and int8 ONNX exports in the run's export/ folder (the defaults)."""
+def exports(trained) -> Exports:
+    """fp32 and int8 ONNX exports in the run's export/ folder (the defaults): fp32 through the
+    API, int8 through export_model.py, whose report is caught on its way to the printout (each
+    ONNX export traces the network for ~20 s, so the CLI's own test shares this one)."""
     checkpoint, _ = trained
     fp32 = export_model(checkpoint, latency_runs=2)
-    int8 = export_model(checkpoint, quantize="int8", calibration_images=24, latency_runs=2)
-    return fp32, int8
+    reports = []
+
+    def export_and_keep(*args, **kwargs):
+        reports.append(export_model(*args, **kwargs))
+        return reports[-1]
+
+    argv = ["--checkpoint", str(checkpoint), "--quantize", "int8", "--calibration-images", "24"]
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(export_cli, "export_model", export_and_keep)
+        code = exit_code(export_cli.main, argv)
+    assert len(reports) == 1, printed.getvalue()
+    return Exports(fp32, reports[0], code, printed.getvalue())
 
 
 def exit_code(main, argv) -> int:
@@ -68,10 +96,45 @@ def exit_code(main, argv) -> int:
     return exc.value.code
 
 
-# ---- int8 ONNX ----------------------------------------------------------------------------------
+# ---- fp32 ONNX -----------------------------------------------------------------------------------
+def test_onnx_export_metadata(trained, exports):
+    checkpoint, _ = trained
+    fp32 = exports.fp32
+    assert fp32.path == checkpoint.parent.parent / "export" / "model.onnx"
+    assert fp32.max_abs_diff <= 1e-4
+    assert fp32.size_mb > 0 and fp32.latency_ms_runtime > 0
+    props = {p.key: p.value for p in onnx.load(str(fp32.path)).metadata_props}
+    parsed = {key: json.loads(props[key]) for key in METADATA_KEYS}
+    _, meta = load_network(checkpoint)
+    assert parsed["class_names"] == meta.class_names
+    assert parsed["image_size"] == [32, 32]
+    assert parsed["mean"] == pytest.approx([0.4707, 0.4602, 0.4550])  # the template's
+    assert parsed["std"] == pytest.approx([0.2594, 0.2585, 0.2635])
+    assert parsed["grayscale"] is False
+    assert not list(fp32.path.parent.glob("*.tmp"))
+    assert not list(fp32.path.parent.glob("*.data"))  # weights inside the one file
+
+
+def test_onnx_export_matches_torch_at_batch_1_and_3(trained, exports):
+    checkpoint, _ = trained
+    net, _ = load_network(checkpoint)
+    session = ort.InferenceSession(str(exports.fp32.path), providers=["CPUExecutionProvider"])
+    (model_input,) = session.get_inputs()
+    assert model_input.name == "images"
+    generator = torch.Generator().manual_seed(1)
+    for batch in (1, 3):
+        images = torch.rand(batch, 3, 32, 32, generator=generator)
+        with torch.inference_mode():
+            expected = net(images).numpy()
+        (got,) = session.run(None, {"images": images.numpy()})
+        assert got.shape == (batch, 4)
+        assert np.abs(got - expected).max() <= 1e-4
+
+
+# ---- int8 ONNX -----------------------------------------------------------------------------------
 def test_int8_onnx_is_small_quantized_and_carries_the_metadata(trained, exports):
     checkpoint, _ = trained
-    fp32, int8 = exports
+    fp32, int8 = exports.fp32, exports.int8
     assert int8.path == checkpoint.parent.parent / "export" / "model-int8.onnx"
     assert int8.path.stat().st_size <= 0.35 * fp32.path.stat().st_size
     assert int8.fp32_size_mb == pytest.approx(fp32.size_mb, rel=0.01)
@@ -90,23 +153,20 @@ def test_int8_onnx_is_small_quantized_and_carries_the_metadata(trained, exports)
     assert not [p for p in int8.path.parent.iterdir() if p.name.startswith(".")]  # no leftovers
 
 
-def test_export_cli_prints_the_check(trained, tmp_path, capsys):
+def test_export_cli_prints_the_check(trained, exports):
     checkpoint, _ = trained
-    argv = ["--checkpoint", str(checkpoint), "--quantize", "int8", "--output", str(tmp_path)]
-    argv += ["--calibration-images", "8"]
-    assert exit_code(export_cli.main, argv) == 0
-    captured = capsys.readouterr()
-    out = captured.out
+    assert exports.int8_code == 0
+    out = exports.int8_printed
     assert "model-int8.onnx" in out and "held-out images" in out and "x the fp32" in out
     # C.4: what the wait is for is said before it, not only after
     assert out.startswith(f"Exporting {checkpoint} to onnx int8, then checking")
-    assert (tmp_path / "model-int8.onnx").is_file()
+    assert exports.int8.path.is_file() and str(exports.int8.path) in out
 
 
-# ---- evaluate.py and predict.py on exported files -------------------------------------------------
+# ---- evaluate.py and predict.py on exported files ------------------------------------------------
 def test_evaluate_exported_models_match_the_checkpoint(trained, exports, capsys):
     checkpoint, _ = trained
-    fp32, int8 = exports
+    fp32, int8 = exports.fp32, exports.int8
     reference = evaluate_checkpoint(checkpoint, num_workers=0)
     assert reference["top1"] >= 0.7  # the run learned the sample data (chance: 0.25)
     assert exit_code(evaluate_cli.main, ["--checkpoint", str(int8.path), "--json"]) == 0
@@ -126,7 +186,7 @@ def test_evaluate_exported_models_match_the_checkpoint(trained, exports, capsys)
 
 def test_predict_with_int8_names_the_same_cars(trained, exports, capsys):
     checkpoint, prepared = trained
-    _, int8 = exports
+    int8 = exports.int8
     images = sorted((prepared / "test").iterdir())
     ours, failures = predict_paths(int8.path, images, top_k=2)
     reference, _ = predict_paths(checkpoint, images, top_k=2, device="cpu")
@@ -145,7 +205,7 @@ def test_predict_with_int8_names_the_same_cars(trained, exports, capsys):
     assert printed["predictions"][0] == ours[0]["predictions"][0]
 
 
-# ---- bad input ------------------------------------------------------------------------------------
+# ---- bad input -----------------------------------------------------------------------------------
 def test_unknown_quantize_is_refused(trained, capsys):
     checkpoint, _ = trained
     assert exit_code(export_cli.main, ["--checkpoint", str(checkpoint), "--quantize", "int4"]) == 2
@@ -207,7 +267,7 @@ def test_files_without_this_projects_metadata_are_refused(trained, tmp_path, suf
     assert not (tmp_path / "ev").exists()
 
 
-# ---- ExecuTorch -----------------------------------------------------------------------------------
+# ---- ExecuTorch ----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_executorch_fp32_and_int8(trained, exports, tmp_path):
     pytest.importorskip("executorch")
@@ -220,7 +280,7 @@ def test_executorch_fp32_and_int8(trained, exports, tmp_path):
     assert int8.path.stat().st_size <= 0.35 * fp32.path.stat().st_size
     assert fp32.max_abs_diff <= 1e-3 and int8.agreement >= 0.9
     model = open_exported(int8.path)
-    assert model.class_names == open_exported(exports[0].path).class_names
+    assert model.class_names == open_exported(exports.fp32.path).class_names
     assert "quantization" in model.metadata
     reference = evaluate_checkpoint(checkpoint, num_workers=0, out_dir=tmp_path / "ref")
     scored = evaluate_checkpoint(int8.path, prepared, out_dir=tmp_path / "pte")

@@ -9,14 +9,16 @@ import shutil
 import sys
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nbformat
 import pytest
 import yaml
-from nbclient import NotebookClient
 
 from datasets.labels import SPLITS, labels_csv
 from datasets.normalization import compute_normalization_params
+
+if TYPE_CHECKING:
+    import nbformat
 
 REPO = Path(__file__).resolve().parent.parent
 KERNEL = "cars-test-venv"
@@ -51,6 +53,11 @@ def run_notebook(
     """Execute ``path`` in ``cwd``, the values in ``parameters`` set right after the cell tagged
     ``parameters`` (as papermill does); without ``train``, up to the training cell. Returns the
     executed notebook."""
+    # Imported here: nbformat's jsonschema takes ~8 s to import (its rfc3987 grammar), paid by
+    # every pytest process that collects this module, while only the slow notebook runs use it.
+    import nbformat
+    from nbclient import NotebookClient
+
     notebook = nbformat.read(path, as_version=4)
     if not train:
         notebook.cells = [c for c in notebook.cells if "train.py" not in c.source]

@@ -554,6 +554,7 @@ def test_progress_bars_only_on_a_terminal(monkeypatch):
     assert not any(isinstance(c, callbacks.EpochProgressBar) for c in trainer.callbacks)
 
 
+@pytest.mark.slow  # a fresh interpreter's train.py with a new MLflow store: ~15 s
 def test_c5_a_first_mlflow_run_speaks_in_the_project_format_and_warns_of_nothing(
     prepared_data, tmp_path
 ):
