@@ -16,8 +16,9 @@ $(VENV)/.installed: prod_requirements.txt dev_requirements.txt postgres_requirem
 venv: $(VENV)/.installed
 
 # The quick tests run in one process per core (pytest-xdist), each test module whole in one of
-# them, so that a module's trained-once fixtures are trained once.
-QUICK := -m "not slow" -n auto --dist loadfile
+# them, so that a module's trained-once fixtures are trained once, and in the order conftest.py
+# gives them (its longest modules first), not xdist's largest-number-of-tests first.
+QUICK := -m "not slow" -n auto --dist loadfile --no-loadscope-reorder
 
 # The quick check: everything but the longer end-to-end runs (target: at most 4 minutes on 2 cores).
 test: $(VENV)/.installed
