@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 import train
+from configuration import load_config
 from datasets.prepare import prepare_dataset
 from datasets.sample_data import make_sample_raw
 from utils.errors import UserError, run_cli
@@ -26,6 +28,7 @@ from workflows.runs.run_folder import RunFolder
 from workflows.sweep import study as sweep
 from workflows.sweep.axes import parse_axes, sweep_name
 from workflows.sweep.study import run_sweep
+from workflows.sweep.table import COMBINATION, params_key
 from workflows.training.interruptions import RunInterrupted
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -319,6 +322,46 @@ def test_a_killed_sweeps_run_is_trained_on_the_next_start(config_file, monkeypat
     result = run_sweep(config_file, [], None, spec)
     assert sorted(c.seed for c in calls) == [1, 2] and result.trained == 2
     assert "failed" not in result.table  # the killed attempt's row gave way to the new run
+    assert optuna.trial.TrialState.RUNNING not in _states(tmp_path / "output")
+
+
+def test_a_run_killed_before_its_first_heartbeat_is_trained_and_nobody_waits_for_it(
+    config_file, monkeypatch, tmp_path
+):
+    """kill -9 between Optuna's ask() and its heartbeat thread's first beat leaves a RUNNING
+    trial with no heartbeat, which Optuna never finds stale: the sweep used to wait for it
+    forever. It is failed once it has shown no sign of life for four heartbeats."""
+    monkeypatch.setenv(sweep.HEARTBEAT_ENV, "1")
+    spec = ["seed=1,2"]
+    base = load_config(config_file, [], None)
+    axes = parse_axes(spec)
+    name = sweep_name(axes, False, base, data=sweep.data_identity(base.stanford_data_path))
+    study = optuna.create_study(
+        study_name=name, storage=sweep.storage_url(base, None), direction="minimize"
+    )
+    params = {"seed": axes[0].choices[0]}  # queued as the sweep queues it, then taken
+    study.enqueue_trial(params, user_attrs={COMBINATION: params_key(params)})
+    dead = study.ask()  # ... by a process killed at once: no heartbeat is ever written
+    training, calls = _never_more_than(5, fake_run_training)
+    monkeypatch.setattr(sweep, "run_training", training)
+    outcome: list = []
+
+    def sweep_in_thread():
+        try:
+            outcome.append(run_sweep(config_file, [], None, spec))
+        except BaseException as err:  # noqa: BLE001 - handed to the test below
+            outcome.append(err)
+
+    thread = threading.Thread(target=sweep_in_thread, daemon=True)
+    thread.start()
+    thread.join(timeout=30)  # a few seconds when it works
+    assert not thread.is_alive(), "the sweep still waits for the dead run"
+    (result,) = outcome
+    if isinstance(result, BaseException):
+        raise result
+    assert result.name == name and result.trained == 2
+    assert sorted(c.seed for c in calls) == [1, 2]
+    assert study.get_trials()[dead.number].state == optuna.trial.TrialState.FAIL
     assert optuna.trial.TrialState.RUNNING not in _states(tmp_path / "output")
 
 

@@ -32,6 +32,7 @@ from utils.hardware import external_launch_id
 from utils.text import without_credentials
 from workflows.runs.stores import open_store, sqlite_url
 from workflows.sweep.axes import Axis, parse_axes, sweep_name
+from workflows.sweep.liveness import Liveness
 from workflows.sweep.signals import SweepSignals, SweepStopped
 from workflows.sweep.table import COMBINATION, ERROR, RUN_DIR, SKIPPED, params_key, sweep_report
 from workflows.training.interruptions import StoppedBeforeFirstEpoch
@@ -40,8 +41,9 @@ from workflows.training.run import run_training
 log = logging.getLogger(__name__)
 
 SWEEP_DB = "sweeps.db"
-# A process that died mid-run frees its combination after twice its heartbeat; the
-# environment variable sets another heartbeat (seconds), e.g. for a test.
+# A process that died mid-run frees its combination after twice its heartbeat (four times
+# when it died before its first beat, see liveness.py); the environment variable sets another
+# heartbeat (seconds), e.g. for a test.
 HEARTBEAT_ENV, HEARTBEAT_S = "CARS_SWEEP_HEARTBEAT_S", 60
 MAX_FAILURES_IN_A_ROW = 5  # a --trials search stops after this many failed runs in a row
 _State = optuna.trial.TrialState
@@ -103,28 +105,31 @@ def run_sweep(
     name = sweep_name(axes, search, base, data=data_identity(base.stanford_data_path))
     overrides = [*overrides, *_one_device(base)]
     url = storage_url(base, storage)
+    liveness = Liveness(_heartbeat_s())
     with SweepSignals() as signals:
-        study = _open_study(name, url, search)
+        study = _open_study(name, url, search, liveness)
         size = trials if search else len(list(itertools.product(*(a.choices for a in axes))))
         result = SweepResult(name=name, storage=without_credentials(url), size=size)
         log.info("sweep %s in %s", name, result.storage)
         run = (name, config_path, overrides, data_path, progress_bar)
         try:
-            _train_the_rest(study, axes, trials, result, signals, run)
+            _train_the_rest(study, axes, trials, result, (signals, liveness), run)
         except SweepStopped as stop:
             result.stopped = stop
         result.report, result.table = sweep_report(study, base, name)
     return result
 
 
-def _train_the_rest(study, axes, trials, result, signals, run) -> None:
+def _train_the_rest(study, axes, trials, result, watch, run) -> None:
     """Until every combination (or --trials runs) is done: fail the runs of processes that
     died, queue what is missing, train one, or wait for the runs of other processes."""
+    signals, liveness = watch
     failures_in_a_row = 0
 
     def train(trial: optuna.trial.Trial) -> float:
         nonlocal failures_in_a_row
         try:
+            liveness.started(trial)
             with signals.interruptible():
                 return _objective(trial, axes, *run)
         finally:
@@ -136,13 +141,14 @@ def _train_the_rest(study, axes, trials, result, signals, run) -> None:
     first_new = len(study.get_trials(deepcopy=False))  # trials made from now on are this start's
     while True:
         signals.check()
-        _fail_stale(study)
+        _fail_stale(study, liveness)
         if trials is None:
             _enqueue_missing(study, axes, first_new)
             left = _waiting(study)
         else:
             left = _counted(study) < trials
         if left:
+            liveness.before_run()
             study.optimize(train, n_trials=1, catch=(Exception,))
             if trials is not None and failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
                 result.gave_up = f"{failures_in_a_row} runs in a row failed"
@@ -176,14 +182,13 @@ class PruneBehindMedian(Callback):
 
 
 # ---- the study ---------------------------------------------------------------------------------
-def _open_study(name: str, url: str, search: bool) -> optuna.Study:
+def _open_study(name: str, url: str, search: bool, liveness: Liveness) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed run: our own warning
-    beat = _heartbeat_s()
 
     def rdb_storage() -> optuna.storages.RDBStorage:
         with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=beat, grace_period=2 * beat)
+            return liveness.storage(url)
 
     try:
         storage = open_store(url, rdb_storage)
@@ -261,13 +266,15 @@ def _one_device(base: Config) -> list[str]:
     return []
 
 
-def _fail_stale(study: optuna.Study) -> None:
-    """Mark failed the runs whose process stopped sending heartbeats (killed, machine down), so
-    that their combinations are queued again. Optuna does this only inside optimize(), which
-    comes after the queueing, and not at all when nothing is queued."""
+def _fail_stale(study: optuna.Study, liveness: Liveness) -> None:
+    """Mark failed the runs whose process stopped sending heartbeats (killed, machine down), or
+    died before its first, so that their combinations are queued again. Optuna does the first
+    only inside optimize(), which comes after the queueing, and not at all when nothing is
+    queued; the second never."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    liveness.fail_never_started(study)
 
 
 def _enqueue_missing(study: optuna.Study, axes: list[Axis], first_new: int) -> None:
