@@ -349,7 +349,7 @@ def test_a_run_killed_before_its_first_heartbeat_is_trained_and_nobody_waits_for
     def sweep_in_thread():
         try:
             outcome.append(run_sweep(config_file, [], None, spec))
-        except BaseException as err:  # noqa: BLE001 - handed to the test below
+        except BaseException as err:  # handed to the test below, pytest.fail included
             outcome.append(err)
 
     thread = threading.Thread(target=sweep_in_thread, daemon=True)
