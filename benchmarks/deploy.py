@@ -34,7 +34,6 @@ from utils.hardware import available_cpus
 from utils.timer import median_ms
 from workflows.inference.calibration import (
     VERIFY_SPLIT,
-    data_path_of,
     reference_logits,
     split_images,
 )
@@ -120,7 +119,7 @@ def bench_deploy(rows, root: Path, checkpoint: Path | None, quick: bool) -> None
         checkpoint = train_sample(root / "deploy-data", size, epochs)
     checkpoint = RunFolder.checkpoint_of(checkpoint)
     net, meta = load_network(checkpoint)
-    data = data_path_of(RunFolder.of_checkpoint(checkpoint), None)
+    data = RunFolder.of_checkpoint(checkpoint).data_path(None, "int8 calibrates on its images")
     preprocessing = Preprocessing.from_dict(meta.preprocessing)
     images, labels = split_images(data, VERIFY_SPLIT, preprocessing, TEST_IMAGES, "deploy")
     expected = reference_logits(net.cpu().eval(), images).argmax(1)

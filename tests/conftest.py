@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from servers import free_port
 
 from datasets.prepare import prepare_dataset
 from datasets.sample_data import make_sample_raw
@@ -190,9 +190,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     password_file.write_text(PG_PASSWORD)
     if as_user:
         shutil.chown(password_file, "postgres")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     quiet = {"capture_output": True, "text": True, "cwd": folder}
     made = subprocess.run(
         [*as_user, initdb, "-D", str(data), "-U", PG_USER, "--auth=scram-sha-256",

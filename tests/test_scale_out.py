@@ -8,7 +8,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from servers import free_port, mlflow_rest, mlflow_server
 
 import train
 from utils.errors import run_cli
@@ -36,12 +36,6 @@ def config_file(tmp_path, fast_config) -> Path:
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump(config.to_public_dict()))
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _train(config: Path, *args: str, env: dict | None = None, launcher=()) -> subprocess.Popen:
@@ -128,7 +122,7 @@ def test_a_wrong_password_or_unreachable_database_is_one_error_line(
     if problem == "wrong password":
         url = postgres_server.url(f"refused_{problem[0]}", password="Wr0ngPassw0rd")
     else:
-        url = f"postgresql://cars:Wr0ngPassw0rd@127.0.0.1:{_free_port()}/sweeps"
+        url = f"postgresql://cars:Wr0ngPassw0rd@127.0.0.1:{free_port()}/sweeps"
     argv = ["-c", str(config_file), "--sweep", "seed=1,2", "--sweep-storage", url]
     with pytest.raises(SystemExit) as exit_:
         run_cli(lambda: train.main([*argv, "--no-progress"]))
@@ -172,7 +166,7 @@ def _two_nodes(config: Path, launcher, environments: list[dict]) -> list[tuple[s
 @pytest.mark.slow
 def test_two_torchrun_nodes_train_one_run(config_file, tmp_path, prepared_data):
     """The README's two-machine torchrun command, both "machines" on this one."""
-    port = _free_port()
+    port = free_port()
 
     def launcher(node: int) -> tuple[str, ...]:
         return ("-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
@@ -195,7 +189,7 @@ def test_the_readme_slurm_job_trains_one_run_on_two_nodes(config_file, tmp_path,
         "SLURM_NNODES": "2",
         "SLURM_NODELIST": "127.0.0.1",
         "SLURM_STEP_ID": "0",
-        "MASTER_PORT": str(_free_port()),
+        "MASTER_PORT": str(free_port()),
     }
     tasks = [
         {**job, "SLURM_PROCID": str(i), "SLURM_LOCALID": "0", "SLURM_NODEID": str(i)}
@@ -206,43 +200,12 @@ def test_the_readme_slurm_job_trains_one_run_on_two_nodes(config_file, tmp_path,
 
 
 # ---- a team MLflow server on PostgreSQL --------------------------------------------------------
-def _rest(base: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"{base}/api/2.0/mlflow/{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return json.load(answer)
-
-
 @pytest.mark.slow
 def test_two_processes_log_to_a_team_mlflow_server_on_postgresql(
     postgres_server, config_file, tmp_path
 ):
     store = postgres_server.create_database("mlflow")
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", store,
-         "--artifacts-destination", str(tmp_path / "team-artifacts")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its workers go with it at the end
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300  # a busy machine starts it in minutes
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, "mlflow server exited"
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
+    with mlflow_server(store, tmp_path / "team-artifacts") as base:
         sets = ["log_to_mlflow=true", f"mlflow_tracking_uri={base}", "mlflow_experiment=team"]
         args = ["--no-progress", *(x for s in sets for x in ("--set", s))]
         runs = [_train(config_file, *args, "--set", f"seed={i}") for i in (1, 2)]
@@ -250,9 +213,9 @@ def test_two_processes_log_to_a_team_mlflow_server_on_postgresql(
         assert all(r.returncode == 0 for r in runs), [e[-3000:] for _, e in results]
 
         name = urllib.parse.quote("team")
-        experiment = _rest(base, f"experiments/get-by-name?experiment_name={name}")
+        experiment = mlflow_rest(base, f"experiments/get-by-name?experiment_name={name}")
         experiment_id = experiment["experiment"]["experiment_id"]
-        found = _rest(base, "runs/search", {"experiment_ids": [experiment_id]})["runs"]
+        found = mlflow_rest(base, "runs/search", {"experiment_ids": [experiment_id]})["runs"]
         local = {p.name for p in _finished_runs(tmp_path / "output")}
         assert {r["info"]["run_name"] for r in found} == local and len(local) == 2
         for run in found:
@@ -260,12 +223,5 @@ def test_two_processes_log_to_a_team_mlflow_server_on_postgresql(
             metrics = {m["key"] for m in run["data"]["metrics"]}
             assert params["architecture"] and {"valid_loss", "valid_acc"} <= metrics
             assert run["info"]["status"] == "FINISHED"
-            files = _rest(base, f"artifacts/list?run_id={run['info']['run_id']}")["files"]
+            files = mlflow_rest(base, f"artifacts/list?run_id={run['info']['run_id']}")["files"]
             assert "config.yml" in {f["path"] for f in files}
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()

@@ -5,11 +5,11 @@ user name and password of a URL (an MLflow server's, a sweep's database)."""
 from __future__ import annotations
 
 import logging
-import socket
 from pathlib import Path
 
 import pytest
 import yaml
+from servers import free_port
 
 import train
 from utils.errors import UserError
@@ -64,12 +64,6 @@ def test_the_token_is_written_nowhere(tmp_path, prepared_data, way, monkeypatch,
 URL_PASSWORD = "S3cretPw"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -90,7 +84,7 @@ def test_url_credentials_are_removed_and_nothing_else(text, expected):
 def test_mlflow_url_password_is_not_written_or_logged(tmp_path, fast_config, caplog):
     # issue 23 A.6: the password landed in <run>/config.yml (which MLflow keeps as the run's
     # artifact) and, with the server down, in the log's warning
-    uri = f"http://alice:{URL_PASSWORD}@127.0.0.1:{_free_port()}"  # nothing listens there
+    uri = f"http://alice:{URL_PASSWORD}@127.0.0.1:{free_port()}"  # nothing listens there
     config = fast_config(
         "num_epochs=1", "image_size=[32,32]", "log_to_mlflow=true", f"mlflow_tracking_uri={uri}"
     )

@@ -9,16 +9,14 @@ import csv
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from servers import free_port, mlflow_rest, mlflow_server
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from configuration import TEMPLATE_PATH, load_config
@@ -73,12 +71,6 @@ THESIS_PARAMS = [
 METRICS = ("train_loss", "train_acc", "valid_loss", "valid_acc", "lr")
 CONFIG_TOKEN = "tok-CONFIG-4f1d9a77c2"
 ENV_TOKEN = "tok-ENV-8b2e61d0aa"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _neptune_series(run_dir: Path) -> tuple[dict, dict]:
@@ -187,7 +179,7 @@ def test_every_tracker_gets_the_run_and_no_file_holds_the_token(
 
 def test_dead_tracking_server_warns_once_and_the_run_goes_on(fast_config, caplog):
     config = fast_config(
-        "num_epochs=1", "log_to_mlflow=true", f"mlflow_tracking_uri=http://127.0.0.1:{_free_port()}"
+        "num_epochs=1", "log_to_mlflow=true", f"mlflow_tracking_uri=http://127.0.0.1:{free_port()}"
     )
     caplog.set_level(logging.WARNING)
     result = run_training(config, progress_bar=False)
@@ -225,42 +217,8 @@ def test_a_tracker_that_hangs_is_given_up_after_its_time_limit(monkeypatch, tmp_
 
 @pytest.mark.slow
 def test_a_run_is_logged_to_an_mlflow_server_over_http(tmp_path):
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its workers go with it at the end
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300  # a busy machine starts it in minutes
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, "mlflow server exited"
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
-
+    store = f"sqlite:///{tmp_path / 'server.db'}"
+    with mlflow_server(store, tmp_path / "server-artifacts") as base:
         config = load_config(
             TEMPLATE_PATH,
             [f"mlflow_tracking_uri={base}", "mlflow_experiment=http-test", "tags=['4.2.11']"],
@@ -278,29 +236,13 @@ def test_a_run_is_logged_to_an_mlflow_server_over_http(tmp_path):
         finish_trackers([tracker], run, {"epochs_run": 2, "min_valid_loss": 2.0})
         assert tracker.active
 
-        request = urllib.request.Request(
-            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=http-test"
-        )
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            experiment_id = json.load(answer)["experiment"]["experiment_id"]
-        search = urllib.request.Request(
-            f"{base}/api/2.0/mlflow/runs/search",
-            data=json.dumps({"experiment_ids": [experiment_id]}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(search, timeout=10) as answer:
-            (found,) = json.load(answer)["runs"]
+        experiment = mlflow_rest(base, "experiments/get-by-name?experiment_name=http-test")
+        experiment_id = experiment["experiment"]["experiment_id"]
+        (found,) = mlflow_rest(base, "runs/search", {"experiment_ids": [experiment_id]})["runs"]
         assert found["info"]["run_name"] == run.name
         params = {p["key"]: p["value"] for p in found["data"]["params"]}
         assert params["optimizer"] == "AdamW" and set(THESIS_PARAMS) <= set(params)
         assert {t["key"]: t["value"] for t in found["data"]["tags"]}["4.2.11"] == "true"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 # ---- resume: a resumed run goes on in the same tracker runs ------------------------------------

@@ -18,7 +18,6 @@ from datasets.labels import SPLITS
 from datasets.preprocessing import Preprocessing
 from datasets.stanford_data import StanfordCarsDataset
 from utils.errors import UserError
-from workflows.runs.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -26,24 +25,6 @@ CALIBRATION_IMAGES = 300  # ONNX Runtime's and PT2E's calibration settles within
 VERIFY_IMAGES = 200  # held-out (test split) images the int8 export is compared on
 MIN_AGREEMENT = 0.9  # top-1 agreement with the checkpoint below which an export is not kept
 CALIBRATION_SPLIT, VERIFY_SPLIT = SPLITS[0], SPLITS[1]  # "train", "test"
-
-
-def data_path_of(
-    run: RunFolder,
-    data_path: str | Path | None,
-    why: str = "int8 needs its training images for calibration",
-) -> Path:
-    """``data_path`` or the run config's ``stanford_data_path``; ``why`` the data is needed
-    ends the message when neither names it."""
-    if data_path is None:
-        data_path = run.read_config().get("stanford_data_path")
-        if not data_path:
-            raise UserError(
-                f"no data folder given and no run config ('{run.config_yml}') naming "
-                "stanford_data_path was found. Pass the prepared data folder with -d DATA_PATH "
-                f"({why})."
-            )
-    return Path(data_path)
 
 
 def split_images(

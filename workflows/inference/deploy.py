@@ -7,7 +7,7 @@ from pathlib import Path
 
 from models.checkpoint import load_network
 from utils.errors import UserError
-from workflows.inference.calibration import CALIBRATION_IMAGES, data_path_of
+from workflows.inference.calibration import CALIBRATION_IMAGES
 from workflows.inference.export import LATENCY_RUNS, ExportReport, export_checkpoint
 from workflows.inference.mobile import export_pte
 from workflows.inference.quantize import export_int8_onnx
@@ -51,7 +51,11 @@ def export_model(
     path = _output_path(checkpoint, run, fmt, quantize, output)
     net, meta = load_network(checkpoint)
     net = net.cpu().eval()
-    data = data_path_of(run, data_path) if quantize else None
+    data = (
+        run.data_path(data_path, "int8 needs its training images for calibration")
+        if quantize
+        else None
+    )
     if fmt == "executorch":
         return export_pte(net, meta, path, data, quantize or "", calibration_images, latency_runs)
     assert data is not None

@@ -44,7 +44,6 @@ from utils.errors import UserError
 from utils.files import write_json_atomic
 from utils.hardware import resolve_device, usable_workers
 from utils.logger import lightning_info_off
-from workflows.inference.calibration import data_path_of
 from workflows.inference.evaluation_files import (
     plot_confusion,
     write_most_confused,
@@ -81,14 +80,7 @@ def evaluate_checkpoint(
     net, meta = network_from(ckpt)
     run = RunFolder.of_checkpoint(checkpoint)
     run_config = run.read_config()
-    if data_path is None:
-        data_path = run_config.get("stanford_data_path")
-        if not data_path:
-            raise UserError(
-                f"no data folder given and no run config ('{run.config_yml}') naming "
-                "stanford_data_path was found next to the checkpoint. Pass the prepared data "
-                "folder with -d DATA_PATH."
-            )
+    data_path = run.data_path(data_path, "evaluating needs the prepared images")
     out = Path(out_dir) if out_dir is not None else run.evaluation_for(checkpoint, split)
     loss_fn, loss_name = _loss_of(meta, run_config)
 
@@ -147,9 +139,7 @@ def evaluate_exported(
     """``evaluate_checkpoint`` for an exported model file (see the module doc)."""
     model = open_exported(path, threads=0)
     run = run_of_export(model.path)
-    data_path = data_path_of(
-        run, data_path, "evaluating an exported model needs the prepared images"
-    )
+    data_path = run.data_path(data_path, "evaluating needs the prepared images")
     dataset = StanfordCarsDataset(data_path, split, model.preprocessing)
     _check_labels(dataset, model, data_path, split)
     logits, labels = [], []

@@ -184,6 +184,20 @@ class RunFolder:
             )
         return raw or {}
 
+    def data_path(self, given: str | Path | None, why: str) -> Path:
+        """``given``, else the prepared data this run trained on (its config's
+        ``stanford_data_path``); ``why`` the data is needed ends the message when neither names
+        one."""
+        if given is None:
+            given = self.read_config().get("stanford_data_path")
+            if not given:
+                raise UserError(
+                    f"no data folder given and no run config ('{self.config_yml}') naming "
+                    "stanford_data_path was found. Pass the prepared data folder with -d "
+                    f"DATA_PATH ({why})."
+                )
+        return Path(given)
+
     # ---- resume: the tracker runs this run logs to --------------------------------------------
     def read_trackers(self) -> dict[str, dict[str, Any]]:
         """``trackers.json``: each tracker's identity of this run; ``{}`` when there is none."""

@@ -3,34 +3,25 @@ the study (never left RUNNING), and the same command later trains that combinati
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
-from workflows.training.interruptions import give_back_signals, signal_name, take_signals
+from workflows.training.interruptions import CaughtSignals, StopBySignal
 
 
-class SweepStopped(KeyboardInterrupt):
-    """A signal stopped the sweep. A KeyboardInterrupt, because Optuna marks the trial it
-    interrupts as failed and then lets a KeyboardInterrupt through (any other BaseException
-    would leave the trial RUNNING in the study)."""
+class SweepStopped(StopBySignal, KeyboardInterrupt):
+    """A signal stopped the sweep (exit code 130 for Ctrl-C, 143 for SIGTERM, as for one run).
+    A KeyboardInterrupt, because Optuna marks the trial it interrupts as failed and then lets a
+    KeyboardInterrupt through (any other BaseException would leave the trial RUNNING in the
+    study)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = int(signum)
 
-    @property
-    def signal_name(self) -> str:
-        return signal_name(self.signum)
 
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum  # 130 for Ctrl-C, 143 for SIGTERM, as for one run
-
-
-class SweepSignals:
+class SweepSignals(CaughtSignals):
     """While its ``with`` block runs, SIGINT and SIGTERM are this sweep's. Inside
     ``interruptible()`` (a trial's own code, a wait) a signal raises ``SweepStopped`` at once;
     elsewhere (Optuna writing a trial's state to the database) it is held until ``check()``,
@@ -38,23 +29,11 @@ class SweepSignals:
     one while it trains and gives it back after."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.received: int | None = None
         self._at_once = False
-        self._owner = os.getpid()
-        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> SweepSignals:
-        self._owner = os.getpid()
-        self._previous = take_signals(self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        give_back_signals(self._previous)
-        self._previous = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if os.getpid() != self._owner:  # a forked DataLoader worker: end quietly
-            raise KeyboardInterrupt
+    def on_signal(self, signum: int) -> None:
         if self.received is None:
             self.received = signum
         if self._at_once:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import Any
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
@@ -38,13 +38,40 @@ def give_back_signals(previous: dict[int, Any]) -> None:
         signal.signal(signum, old if old is not None else signal.SIG_DFL)
 
 
-class RunInterrupted(BaseException):
-    """Raised in the main thread when the run gets SIGINT or SIGTERM. Not a KeyboardInterrupt,
-    which Lightning answers with ``sys.exit(1)`` before the run folder is brought up to date."""
+_Caught = TypeVar("_Caught", bound="CaughtSignals")
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = int(signum)
+
+class CaughtSignals:
+    """While its ``with`` block runs, SIGINT and SIGTERM go to ``on_signal`` (the handlers it
+    replaced are given back after). Forked DataLoader workers inherit the handler; in them a
+    signal raises KeyboardInterrupt, on which PyTorch's worker loop ends quietly."""
+
+    def __init__(self) -> None:
+        self._owner = os.getpid()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self: _Caught) -> _Caught:
+        self._owner = os.getpid()
+        self._previous = take_signals(self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        give_back_signals(self._previous)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._owner:
+            raise KeyboardInterrupt
+        self.on_signal(signum)
+
+    def on_signal(self, signum: int) -> None:
+        raise NotImplementedError
+
+
+class StopBySignal:
+    """What a stop by signal ``signum`` is called in messages and the exit code it ends in."""
+
+    signum: int
 
     @property
     def signal_name(self) -> str:
@@ -53,6 +80,15 @@ class RunInterrupted(BaseException):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+
+
+class RunInterrupted(StopBySignal, BaseException):
+    """Raised in the main thread when the run gets SIGINT or SIGTERM. Not a KeyboardInterrupt,
+    which Lightning answers with ``sys.exit(1)`` before the run folder is brought up to date."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
 
     def before_first_epoch(self) -> StoppedBeforeFirstEpoch:
         """The error a stop before any epoch finished ends in (no run folder is kept)."""
@@ -86,33 +122,20 @@ def resume_hint(run_path: Any, signal_name: str, epochs: int) -> str:
     )
 
 
-class SignalStop(Callback):
+class SignalStop(CaughtSignals, Callback):
     """While its ``with`` block runs, SIGINT and SIGTERM raise ``RunInterrupted`` in this process,
     once (a second Ctrl-C does not cut short the writing of the summary); a signal after the
-    last epoch's files are written waits for the run's end and is then ignored: the run is done. As a callback (put it
-    first) it holds a signal back while an epoch's metrics and checkpoints are being written, so
-    that a stop never leaves an epoch in metrics.csv without its checkpoint. Forked DataLoader
-    workers inherit the handler; in them it raises KeyboardInterrupt, on which PyTorch's worker
-    loop ends quietly."""
+    last epoch's files are written waits for the run's end and is then ignored: the run is
+    done. As a callback (put it first) it holds a signal back while an epoch's metrics and
+    checkpoints are being written, so that a stop never leaves an epoch in metrics.csv without
+    its checkpoint."""
 
     def __init__(self) -> None:
-        self._owner = os.getpid()
+        super().__init__()
         self._received: int | None = None
         self._holding = False
-        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> SignalStop:
-        self._owner = os.getpid()
-        self._previous = take_signals(self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        give_back_signals(self._previous)
-        self._previous = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if os.getpid() != self._owner:
-            raise KeyboardInterrupt
+    def on_signal(self, signum: int) -> None:
         if self._received is not None:
             return
         self._received = signum
