@@ -317,20 +317,10 @@ def readme_examples() -> list[tuple[list[str], list[str]]]:
 
 @pytest.mark.slow
 def test_readme_example_outputs_have_the_shape_of_real_output(
-    run_script, run, onnx_export, tmp_path, monkeypatch
+    run_script, run, tmp_path, monkeypatch
 ):
     result, prepared = run
     monkeypatch.setattr(export_module, "LATENCY_BUDGET_S", 0.0)
-    real_export = export_cli.export_model
-
-    def export(checkpoint, fmt, output, opset, **options):
-        # The module's ONNX export stands in for a second one (a minute on 2 cores); its report
-        # is printed by export_model.py as any other.
-        if fmt == "onnx" and not options.get("quantize"):
-            return onnx_export
-        return real_export(checkpoint, fmt, output, opset, **options)
-
-    monkeypatch.setattr(export_cli, "export_model", export)
     photos = tmp_path / "photos"
     photos.mkdir()
     for image in sorted((prepared / "test").iterdir())[:2]:

@@ -47,6 +47,20 @@ def split_images(
     return images, np.array([label for _, label in items])
 
 
+def int8_images(
+    data_path: str | Path, preprocessing: Preprocessing, calibration_images: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """What an int8 export needs: up to ``calibration_images`` training images to calibrate on
+    and the held-out images it is checked on."""
+    calibration, _ = split_images(
+        data_path, CALIBRATION_SPLIT, preprocessing, calibration_images, "int8 calibration"
+    )
+    held_out, _ = split_images(
+        data_path, VERIFY_SPLIT, preprocessing, VERIFY_IMAGES, "the int8 check"
+    )
+    return calibration, held_out
+
+
 def reference_logits(net: torch.nn.Module, images: np.ndarray, batch: int = 32) -> np.ndarray:
     """The checkpoint's (eager PyTorch, CPU) logits for ``images``."""
     with torch.inference_mode():

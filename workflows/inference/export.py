@@ -163,11 +163,7 @@ def _export_verified(
     generator = torch.Generator().manual_seed(0)
     h, w = Preprocessing.from_dict(meta.preprocessing).image_size
     example = torch.rand(2, meta.img_channels, h, w, generator=generator)
-    image = torch.rand(1, meta.img_channels, h, w, generator=generator)
-    with torch.inference_mode():
-        latency_eager = median_ms(
-            lambda: net(image), latency_runs, warmup=min(3, latency_runs), budget_s=LATENCY_BUDGET_S
-        )
+    image = torch.rand(1, meta.img_channels, h, w, generator=generator).numpy()
 
     def unwritable(err: OSError) -> UserError:
         return UserError(
@@ -200,12 +196,7 @@ def _export_verified(
                 f"(allowed: {TOLERANCE}); the export was not kept. Try the other --format (or "
                 "another --opset) and report the problem."
             )
-        latency_runtime = median_ms(
-            lambda: runner(image.numpy()),
-            latency_runs,
-            warmup=min(3, latency_runs),
-            budget_s=LATENCY_BUDGET_S,
-        )
+        latency_runtime, latency_eager = latencies(runner, net, image, latency_runs)
     return ExportReport(
         path=path,
         format=fmt,
@@ -231,6 +222,19 @@ def _output_path(checkpoint: str | Path, fmt: str, output: str | Path | None) ->
             "run's export/ folder)."
         )
     return path
+
+
+def latencies(
+    runner: Callable[[np.ndarray], Any], net: torch.nn.Module, image: np.ndarray, runs: int
+) -> tuple[float, float]:
+    """Median milliseconds of one ``image`` through the exported model's ``runner`` and through
+    ``net`` in PyTorch eager, on the thread count in effect (see the module doc)."""
+    warmup = min(3, runs)
+    runtime = median_ms(lambda: runner(image), runs, warmup=warmup, budget_s=LATENCY_BUDGET_S)
+    tensor = torch.from_numpy(image)
+    with torch.inference_mode():
+        eager = median_ms(lambda: net(tensor), runs, warmup=warmup, budget_s=LATENCY_BUDGET_S)
+    return runtime, eager
 
 
 # ---- ONNX ---------------------------------------------------------------------------------------

@@ -26,18 +26,15 @@ from datasets.preprocessing import Preprocessing
 from models.checkpoint import CheckpointMeta
 from utils.errors import UserError
 from utils.files import give_umask_permissions
-from utils.timer import median_ms, one_torch_thread
+from utils.timer import one_torch_thread
 from workflows.inference.calibration import (
-    CALIBRATION_SPLIT,
-    VERIFY_IMAGES,
-    VERIFY_SPLIT,
     agreement,
     check_agreement,
+    int8_images,
     reference_logits,
-    split_images,
     staging_folder,
 )
-from workflows.inference.export import INPUT_NAME, LATENCY_BUDGET_S, ExportReport, app_metadata
+from workflows.inference.export import INPUT_NAME, ExportReport, app_metadata, latencies
 from workflows.inference.exported import PTE_META_METHOD, open_exported
 
 FP32_TOLERANCE = 1e-3  # XNNPACK's fp32 kernels sum in another order than PyTorch's
@@ -74,12 +71,7 @@ def export_pte(
     h, w = preprocessing.image_size
     if quantize:
         assert data_path is not None  # the caller resolves it for int8
-        calibration, _ = split_images(
-            data_path, CALIBRATION_SPLIT, preprocessing, calibration_images, "int8 calibration"
-        )
-        held_out, _ = split_images(
-            data_path, VERIFY_SPLIT, preprocessing, VERIFY_IMAGES, "the int8 check"
-        )
+        calibration, held_out = int8_images(data_path, preprocessing, calibration_images)
     else:
         calibration = np.zeros((0, meta.img_channels, h, w), np.float32)
         generator = torch.Generator().manual_seed(0)
@@ -103,11 +95,7 @@ def export_pte(
                 f"(allowed: {FP32_TOLERANCE}); it was not kept. Use --format onnx and report "
                 "the problem."
             )
-        image = held_out[:1]
-        latency = median_ms(lambda: model.run(image), latency_runs, budget_s=LATENCY_BUDGET_S)
-        with torch.inference_mode():
-            tensor = torch.from_numpy(image)
-            eager = median_ms(lambda: net(tensor), latency_runs, budget_s=LATENCY_BUDGET_S)
+        latency, eager = latencies(model.run, net, held_out[:1], latency_runs)
         give_umask_permissions(final)
         os.replace(final, path)
     return ExportReport(

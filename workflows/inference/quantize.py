@@ -24,22 +24,19 @@ import torch
 from datasets.preprocessing import Preprocessing
 from models.checkpoint import CheckpointMeta
 from utils.files import give_umask_permissions
-from utils.timer import median_ms, one_torch_thread
+from utils.timer import one_torch_thread
 from workflows.inference.calibration import (
-    CALIBRATION_SPLIT,
-    VERIFY_IMAGES,
-    VERIFY_SPLIT,
     agreement,
     check_agreement,
+    int8_images,
     reference_logits,
-    split_images,
     staging_folder,
 )
 from workflows.inference.export import (
     INPUT_NAME,
-    LATENCY_BUDGET_S,
     ExportReport,
     app_metadata,
+    latencies,
     write_onnx,
 )
 from workflows.inference.exported import onnx_runner
@@ -70,12 +67,7 @@ def export_int8_onnx(
 ) -> ExportReport:
     """Write ``path`` (int8 ONNX) from ``net``, checked on held-out images before it is kept."""
     preprocessing = Preprocessing.from_dict(meta.preprocessing)
-    calibration, _ = split_images(
-        data_path, CALIBRATION_SPLIT, preprocessing, calibration_images, "int8 calibration"
-    )
-    held_out, _ = split_images(
-        data_path, VERIFY_SPLIT, preprocessing, VERIFY_IMAGES, "the int8 check"
-    )
+    calibration, held_out = int8_images(data_path, preprocessing, calibration_images)
     with one_torch_thread(), staging_folder(path) as stage:
         expected = reference_logits(net, held_out)
         write_onnx(net, torch.from_numpy(calibration[:2]), meta, stage / "fp32.onnx", None)
@@ -90,11 +82,7 @@ def export_int8_onnx(
         runner = onnx_runner(final, threads=1)
         same, max_prob_diff = agreement(expected, runner(held_out))
         check_agreement(same, max_prob_diff, len(held_out), "int8 ONNX")
-        image = held_out[:1]
-        latency = median_ms(lambda: runner(image), latency_runs, budget_s=LATENCY_BUDGET_S)
-        with torch.inference_mode():
-            tensor = torch.from_numpy(image)
-            eager = median_ms(lambda: net(tensor), latency_runs, budget_s=LATENCY_BUDGET_S)
+        latency, eager = latencies(runner, net, held_out[:1], latency_runs)
         fp32_mb = (stage / "fp32.onnx").stat().st_size / 1e6
         give_umask_permissions(final)
         os.replace(final, path)
