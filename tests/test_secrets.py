@@ -15,6 +15,7 @@ import train
 from utils.errors import UserError
 from utils.text import without_credentials
 from workflows.runs import stores
+from workflows.sweep import liveness
 from workflows.sweep import study as sweep_study
 from workflows.training.run import run_training
 
@@ -112,11 +113,11 @@ def test_sweep_storage_password_is_not_echoed(tmp_path, fast_config, monkeypatch
     # a storage that opens: the sweep's log line and result name it without the password
     local = f"sqlite:///{(tmp_path / 'sweeps.db').as_posix()}"
 
-    class LocalStorage(sweep_study.optuna.storages.RDBStorage):
+    class LocalStorage(liveness.BeatingStorage):
         def __init__(self, url, **kwargs):
             super().__init__(local, **kwargs)
 
-    monkeypatch.setattr(sweep_study.optuna.storages, "RDBStorage", LocalStorage)
+    monkeypatch.setattr(liveness, "BeatingStorage", LocalStorage)
     monkeypatch.setattr(sweep_study, "_waiting", lambda study: False)  # open it, train nothing
     caplog.clear()
     with caplog.at_level(logging.INFO):
