@@ -51,11 +51,9 @@ def export_model(
     path = _output_path(checkpoint, run, fmt, quantize, output)
     net, meta = load_network(checkpoint)
     net = net.cpu().eval()
-    data = (
-        run.data_path(data_path, "int8 needs its training images for calibration")
-        if quantize
-        else None
-    )
+    data = None
+    if quantize:
+        data = run.data_path(data_path, "int8 needs its training images for calibration")
     if fmt == "executorch":
         return export_pte(net, meta, path, data, quantize or "", calibration_images, latency_runs)
     assert data is not None

@@ -16,10 +16,6 @@ class SweepStopped(StopBySignal, KeyboardInterrupt):
     KeyboardInterrupt through (any other BaseException would leave the trial RUNNING in the
     study)."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = int(signum)
-
 
 class SweepSignals(CaughtSignals):
     """While its ``with`` block runs, SIGINT and SIGTERM are this sweep's. Inside

@@ -189,9 +189,8 @@ def _trainer(
             FiniteLossGuard(),
             lifecycle.loading,
             RandomState(),
-            EpochLog(
-                write=lifecycle.launch.first
-            ),  # one line per epoch, with progress bars or without
+            # one line per epoch, with progress bars or without
+            EpochLog(write=lifecycle.launch.first),
             *extra,
             lifecycle,  # last: it ends the run once the others are done
         ],

@@ -69,9 +69,12 @@ class CaughtSignals:
 
 
 class StopBySignal:
-    """What a stop by signal ``signum`` is called in messages and the exit code it ends in."""
+    """A stop by signal ``signum`` (mixed into an exception): what it is called in messages
+    and the exit code it ends in."""
 
-    signum: int
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
 
     @property
     def signal_name(self) -> str:
@@ -85,10 +88,6 @@ class StopBySignal:
 class RunInterrupted(StopBySignal, BaseException):
     """Raised in the main thread when the run gets SIGINT or SIGTERM. Not a KeyboardInterrupt,
     which Lightning answers with ``sys.exit(1)`` before the run folder is brought up to date."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = int(signum)
 
     def before_first_epoch(self) -> StoppedBeforeFirstEpoch:
         """The error a stop before any epoch finished ends in (no run folder is kept)."""
