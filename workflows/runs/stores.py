@@ -27,8 +27,15 @@ def open_store(url: str, opener: Callable[[], T]) -> T:
     for attempt in range(OPEN_ATTEMPTS):
         try:
             return opener()
-        except Exception:
-            if attempt + 1 == OPEN_ATTEMPTS or not url.startswith("sqlite:"):
+        except Exception as err:
+            # PostgreSQL too: two processes creating the same tables collide on its catalog
+            # (IntegrityError); any other failure there (password, host) is final.
+            race = url.startswith("sqlite:") or "IntegrityError" in _class_names(err)
+            if attempt + 1 == OPEN_ATTEMPTS or not race:
                 raise
             time.sleep(1 + attempt)
     raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _class_names(err: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(err).__mro__}
