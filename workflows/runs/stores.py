@@ -19,9 +19,10 @@ def sqlite_url(output_path: str | Path, filename: str) -> str:
 
 
 def open_store(url: str, opener: Callable[[], T]) -> T:
-    """``opener()``, which opens the database at ``url``; for SQLite its folder is made first,
-    and a failure is retried after 1, 2 and 3 s: processes started together race to create a
-    new database's tables, and the loser finds them made on its next try."""
+    """``opener()``, which opens the database at ``url``; for SQLite its folder is made first.
+    A failure to create a new database's tables (any SQLite failure, PostgreSQL's
+    IntegrityError) is retried after 1, 2 and 3 s: processes started together race to create
+    them, and the loser finds them made on its next try."""
     if url.startswith(SQLITE):
         Path(url[len(SQLITE) :]).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(OPEN_ATTEMPTS):
